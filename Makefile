@@ -1,0 +1,42 @@
+# One-command setup: every target installs what it needs (virtualenv, packages, cluster binaries).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The stamp is keyed by pyproject.toml's content, so a dependency change reinstalls.
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: venv binaries test demo cluster-up cluster-down bench crds clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+# Kubernetes, etcd, kwok and helm, built once from Go modules into ~/.cache/funcplane/.
+binaries: venv
+	$(BIN)/funcplane dev binaries kubernetes etcd kwok helm
+
+test: binaries
+	$(BIN)/pytest
+
+demo: binaries
+	$(BIN)/funcplane demo
+
+cluster-up: binaries
+	$(BIN)/funcplane dev cluster up
+
+cluster-down: venv
+	$(BIN)/funcplane dev cluster down
+
+crds: venv
+	$(BIN)/funcplane crds generate
+
+bench: binaries
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info
