@@ -13,7 +13,7 @@ import pytest
 from funcplane.devcluster.cluster import LocalCluster
 from support import eventually
 
-REPO = Path(__file__).resolve().parents[1]
+
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +45,12 @@ def k8s(cluster: LocalCluster):
     client = cluster.api_client()
     yield client
     client.close()
+
+
+@pytest.fixture
+def pod_runner(cluster: LocalCluster, namespace: str, tmp_path: Path):
+    """Real `funcplane-host` processes for the namespace's funcplane pods, at their pod IPs."""
+    from funcplane.devcluster.podrunner import PodRunner
+
+    with PodRunner(cluster, namespace, tmp_path / "pods") as runner:
+        yield runner

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def eventually(probe: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.2, what: str = "condition") -> T:

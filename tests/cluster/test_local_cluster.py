@@ -158,7 +158,9 @@ def test_crashed_component_is_reported_and_stale_cluster_replaced(tmp_path: Path
         os.kill(old_pid, signal.SIGKILL)
         eventually(lambda: any(p.name == "kube-apiserver" for p in local.crashed()), timeout=10,
                    what="the killed apiserver to be reported as crashed")
-        assert local.status()["components"]["kube-apiserver"] == "stopped"
+        status = local.status()
+        assert status["components"]["kube-apiserver"] == "stopped"
+        assert status["crashed_log_tails"]["kube-apiserver"].strip(), "the crashed component's log tail is shown"
         assert not local.healthy()
 
         replaced = LocalCluster.named("stale", nodes=1, directory=tmp_path / "stale").up()

@@ -30,7 +30,9 @@ DEFAULT_NODES = 3
 STATE_FILE = "state.json"
 START_TIMEOUT = 90.0
 COMPONENT_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-POD_CIDR = "10.244.0.0/16"
+# Pod IPs come from a range that is rarely routed elsewhere, because `ensure_pod_network` can make
+# it local to this machine so that processes can serve at pod IPs.
+POD_CIDR = "10.213.0.0/16"
 KWOK_NODE_IP = "10.1.0.1"
 
 
@@ -93,6 +95,7 @@ class LocalCluster:
     nodes: int = DEFAULT_NODES
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
+    pod_network_added: bool = False
 
     # ---- paths and identity -------------------------------------------------------------
     @classmethod
@@ -131,6 +134,7 @@ class LocalCluster:
     # ---- state --------------------------------------------------------------------------
     def _save(self) -> None:
         state = {"name": self.name, "nodes": self.nodes, "ports": self.ports,
+                 "pod_network_added": self.pod_network_added,
                  "processes": {p.name: {"pid": p.pid, "log": str(p.log)} for p in self.processes.values()}}
         (self.directory / STATE_FILE).write_text(json.dumps(state, indent=2))
 
@@ -142,6 +146,7 @@ class LocalCluster:
         except (OSError, ValueError):
             return None
         return cls(name=state["name"], directory=directory, nodes=state["nodes"], ports=state["ports"],
+                   pod_network_added=state.get("pod_network_added", False),
                    processes={n: Process(n, p["pid"], Path(p["log"])) for n, p in state["processes"].items()})
 
     def crashed(self) -> list[Process]:
@@ -153,12 +158,15 @@ class LocalCluster:
         return self._apiserver_ready()
 
     def status(self) -> dict[str, object]:
+        crashed = self.crashed()
         return {
             "name": self.name,
             "directory": str(self.directory),
             "server": self.server if "kube-apiserver" in self.ports else None,
             "kubeconfig": str(self.kubeconfig),
-            "components": {p.name: ("running" if p not in self.crashed() else "stopped") for p in self.processes.values()},
+            "components": {p.name: ("stopped" if p in crashed else "running") for p in self.processes.values()},
+            # What a crashed component said last is usually the reason it stopped.
+            "crashed_log_tails": {p.name: _log_tail(p.log, 10) for p in crashed},
             "apiserver_ready": self._apiserver_ready() if "kube-apiserver" in self.ports else False,
         }
 
@@ -204,8 +212,27 @@ class LocalCluster:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(process.pid, 0)
         self.processes = {}
+        if self.pod_network_added:
+            _ip("addr", "del", POD_CIDR, "dev", "lo")
+            self.pod_network_added = False
         if remove:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+    def ensure_pod_network(self) -> None:
+        """Make the pod CIDR local on the loopback device, so a process can serve at a pod's IP.
+
+        Needs root (CAP_NET_ADMIN) and iproute2; the address is removed again by `down`.
+        """
+        try:
+            if POD_CIDR in _ip("-4", "addr", "show", "dev", "lo"):
+                return
+            _ip("addr", "add", POD_CIDR, "dev", "lo", check=True)
+        except (OSError, subprocess.CalledProcessError) as error:
+            detail = getattr(error, "stderr", "") or str(error)
+            raise ClusterError(f"cannot make the pod network {POD_CIDR} local on the loopback device "
+                               f"({detail.strip()}): running hosts at pod IPs needs root and iproute2's `ip`") from None
+        self.pod_network_added = True
+        self._save()
 
     # ---- start-up ------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> Process:
@@ -340,6 +367,11 @@ class LocalCluster:
 
     def _default_service_account(self) -> bool:
         return self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0
+
+
+def _ip(*args: str, check: bool = False) -> str:
+    ip = shutil.which("ip") or "/usr/sbin/ip"
+    return subprocess.run([ip, *args], capture_output=True, text=True, check=check).stdout
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:

@@ -1,0 +1,1 @@
+"""Loading an app: host.json, function.json folders (host indexing), worker-reported metadata."""

@@ -1,0 +1,385 @@
+"""FunctionHost: loads the app, starts the workers it needs, invokes functions, drains."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from collections.abc import Callable, Mapping
+
+from funcplane_host.app.catalog import FunctionCatalog
+from funcplane_host.app.functions import FunctionDefinition, FunctionDefinitionError
+from funcplane_host.app.host_json import HostConfig, HostJsonError, load_host_config
+from funcplane_host.app.indexing import FunctionError, function_folders, index_function_folders
+from funcplane_host.grpc_server import GrpcServer
+from funcplane_host.http.auth import KeysError, KeyStore
+from funcplane_host.limits import HttpThrottle
+from funcplane_host.logs import CategoryLevels, configure_logging, emit_rpc_log
+from funcplane_host.metrics import HostMetrics
+from funcplane_host.protocol import FunctionRpc_pb2 as rpc
+from funcplane_host.protocol import capabilities as caps
+from funcplane_host.protocol.metadata import definition_from_metadata
+from funcplane_host.protocol.typed_data import HttpShape
+from funcplane_host.settings import HostSettings
+from funcplane_host.workers.channel import WorkerChannel, WorkerUnavailable
+from funcplane_host.workers.registry import WorkerRegistry, WorkerSelectionError
+from funcplane_host.workers.supervisor import SupervisionPolicy, WorkerPool
+
+logger = logging.getLogger("funcplane.host")
+WORKER_WAIT_LIMIT = 30.0  # longest an invocation waits for a (re)starting worker
+
+
+class InvocationFailed(Exception):
+    """An invocation could not produce a result; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, invocation_id: str | None = None, detail: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.invocation_id = invocation_id
+        self.detail = detail
+
+
+@dataclass
+class Invocation:
+    """What a trigger hands to the host: bindings to send, built for the chosen worker."""
+
+    definition: FunctionDefinition
+    build: Callable[[WorkerChannel], tuple[list[Any], dict[str, Any]]]
+
+
+class FunctionHost:
+    def __init__(self, settings: HostSettings, policy: SupervisionPolicy | None = None) -> None:
+        self.settings = settings
+        self.app_root: Path = settings.app_root
+        self.environment: Mapping[str, str] = settings.environment
+        self.runtime_version = settings.worker_runtime_version
+        self.metrics = HostMetrics(settings.host_id, settings.slot_name)
+        self.catalog = FunctionCatalog()
+        self.config_errors: list[str] = []
+        self.config = self._load_config()
+        self.levels = self._load_levels()
+        self.policy = policy or SupervisionPolicy.from_host_json(self.config.worker_health)
+        self.keys = self._load_keys()
+        self.registry = WorkerRegistry.load(settings.worker_config, settings.workers_dir)
+        self.throttle = HttpThrottle(
+            self.config.http.max_concurrent_requests, self.config.http.max_outstanding_requests, self.metrics
+        )
+        self.grpc = GrpcServer()
+        self.grpc_port = 0
+        self.pools: dict[str, WorkerPool] = {}
+        self.state = "created"  # created -> starting -> running -> draining -> stopped
+        self.active: dict[str, str] = {}  # invocation id -> function name
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._shapes: dict[str, HttpShape] = {}
+
+    # ---- configuration ----------------------------------------------------------------
+
+    def _load_config(self) -> HostConfig:
+        try:
+            return load_host_config(self.app_root, self.settings.host_json_override)
+        except HostJsonError as error:
+            self.config_errors.append(str(error))
+            return HostConfig()
+
+    def _load_levels(self) -> CategoryLevels:
+        try:
+            return CategoryLevels(self.config.log_levels)
+        except ValueError as error:
+            self.config_errors.append(str(error))
+            return CategoryLevels({})
+
+    def _load_keys(self) -> KeyStore:
+        try:
+            return KeyStore.load(self.settings.keys_file, self.settings.master_key)
+        except KeysError as error:
+            self.config_errors.append(str(error))
+            return KeyStore()
+
+    # ---- start-up -----------------------------------------------------------------------
+
+    def _language_by_extension(self, definition: FunctionDefinition, extensions: dict[str, str]) -> str | None:
+        if self.settings.worker_runtime:
+            return self.settings.worker_runtime
+        return extensions.get(Path(definition.script_file).suffix)
+
+    def _index_app(self) -> set[str]:
+        """Host indexing of function.json folders; returns the languages the app needs."""
+        extensions = self.registry.extensions()
+        definitions, errors = index_function_folders(self.app_root, extensions, self.config.functions)
+        for error in errors:
+            self.catalog.record_error(error)
+        needed: set[str] = set()
+        for definition in definitions:
+            definition.language = self._language_by_extension(definition, extensions)
+            if definition.language is None:
+                self.catalog.add(definition)
+                self.catalog.record_error(FunctionError(
+                    definition.name,
+                    f"no worker handles {Path(definition.script_file).suffix!r} files; "
+                    "set FUNCTIONS_WORKER_RUNTIME or add a worker",
+                    "index",
+                ))
+                continue
+            self.catalog.add(definition)
+            needed.add(definition.language)
+        # Apps without function.json folders (e.g. a Python function_app.py) are indexed by the
+        # worker of their runtime, named by FUNCTIONS_WORKER_RUNTIME or implied by their files.
+        if not function_folders(self.app_root):
+            runtime = self.settings.worker_runtime
+            if runtime is None and self.app_root.is_dir():
+                suffixes = {p.suffix for p in self.app_root.iterdir() if p.is_file()}
+                found = sorted({lang for ext, lang in extensions.items() if ext in suffixes})
+                runtime = found[0] if len(found) == 1 else None
+            if runtime is not None:
+                needed.add(runtime)
+            elif not definitions:
+                self.catalog.record_error(FunctionError(
+                    "", f"no functions found in {self.app_root}: no function.json folders and no "
+                    "FUNCTIONS_WORKER_RUNTIME to pick a worker that indexes the app", "index"))
+        return needed
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.state = "starting"
+        configure_logging(self.levels)
+        needed = self._index_app()
+        self.grpc_port = await self.grpc.start()
+        for language in sorted(needed):
+            try:
+                description = self.registry.select(language, self.runtime_version)
+            except WorkerSelectionError as error:
+                self.config_errors.append(str(error))
+                for definition in self.catalog.functions_for(language):
+                    self.catalog.record_error(FunctionError(definition.name, str(error), "worker"))
+                continue
+            if description.worker_indexing:
+                self.catalog.worker_indexed.add(language)
+            pool = WorkerPool(description, self.settings.worker_process_count, self, self.policy)
+            self.pools[language] = pool
+            pool.start()
+        self.state = "running"
+        logger.info("host %s started: app %s, workers %s, gRPC on 127.0.0.1:%d",
+                    self.settings.host_id, self.app_root, sorted(self.pools), self.grpc_port)
+
+    # ---- HostServices for worker pools ----------------------------------------------------
+
+    def register_channel(self, channel: WorkerChannel) -> None:
+        self.grpc.register(channel)
+
+    def unregister_channel(self, channel: WorkerChannel) -> None:
+        self.grpc.unregister(channel)
+        self._shapes.pop(channel.worker_id, None)
+
+    def on_rpc_log(self, channel: WorkerChannel, log: Any) -> None:
+        function_name = self.active.get(log.invocation_id) if log.invocation_id else None
+        emit_rpc_log(self.levels, log, function_name, channel.worker_id)
+
+    def on_worker_restart(self, language: str) -> None:
+        self.metrics.worker_restarts.labels(language=language).inc()
+
+    def on_worker_metadata(self, language: str, response: Any, channel: WorkerChannel) -> None:
+        first = not self.catalog.is_indexed(language)
+        if response.use_default_metadata_indexing:
+            self.catalog.mark_indexed(language)
+            return
+        if response.result.status == rpc.StatusResult.Failure:
+            reason = response.result.exception.message or response.result.result or "unknown error"
+            self.catalog.record_error(FunctionError("", f"worker indexing of the app failed: {reason}", "worker"))
+        for metadata in response.function_metadata_results:
+            if metadata.function_id:
+                channel.function_ids[metadata.name] = metadata.function_id
+            if not first:
+                continue
+            if metadata.HasField("status") and metadata.status.status == rpc.StatusResult.Failure:
+                reason = metadata.status.exception.message or metadata.status.result
+                self.catalog.record_error(FunctionError(metadata.name, f"indexing failed: {reason}", "worker"))
+                continue
+            try:
+                self.catalog.add(definition_from_metadata(metadata, language))
+            except FunctionDefinitionError as error:
+                self.catalog.record_error(FunctionError(metadata.name, str(error), "worker"))
+        self.catalog.mark_indexed(language)
+
+    # ---- invocation ---------------------------------------------------------------------
+
+    def http_shape(self, channel: WorkerChannel) -> HttpShape:
+        shape = self._shapes.get(channel.worker_id)
+        if shape is None:
+            shape = self._shapes[channel.worker_id] = HttpShape.from_capabilities(channel.capabilities)
+        return shape
+
+    async def invoke(self, invocation: Invocation) -> Any:
+        definition = invocation.definition
+        name = definition.name
+        pool = self.pools.get(definition.language or "")
+        if pool is None:
+            state = self.catalog.states.get(name)
+            raise InvocationFailed(503, f"function {name!r} cannot run: {state.error if state else 'no worker'}")
+        channel = pool.pick()
+        if channel is None:
+            try:
+                channel = await pool.acquire(min(WORKER_WAIT_LIMIT, pool.description.init_timeout))
+            except WorkerUnavailable as error:
+                self.metrics.invocations.labels(function=name, outcome="unavailable").inc()
+                raise InvocationFailed(503, str(error)) from None
+        input_data, trigger_metadata = invocation.build(channel)
+        invocation_id = str(uuid.uuid4())
+        request = rpc.InvocationRequest(
+            invocation_id=invocation_id,
+            function_id=channel.function_ids.get(name, definition.function_id),
+            input_data=input_data,
+            trigger_metadata=trigger_metadata,
+        )
+        metrics = self.metrics
+        in_flight = metrics.child("in_flight", name)
+        self.active[invocation_id] = name
+        self._idle.clear()
+        channel.in_flight += 1
+        in_flight.inc()
+        started = time.perf_counter()
+        outcome = "failure"
+        timer = None
+        try:
+            timeout = self.config.function_timeout
+            try:
+                future = await channel.start_invocation(request)
+                if timeout is not None:
+                    timer = self._loop.call_later(timeout, _expire, future)  # type: ignore[union-attr]
+                response = await future
+            except WorkerUnavailable as error:
+                outcome = "worker_lost"
+                raise InvocationFailed(
+                    502, f"function {name!r} failed: the worker went away mid-invocation: {error}", invocation_id
+                ) from None
+            except TimeoutError:
+                outcome = "timeout"
+                channel.forget_invocation(invocation_id)
+                self._cancel(channel, invocation_id)
+                raise InvocationFailed(
+                    504, f"function {name!r} timed out after {timeout:g}s (host.json functionTimeout)", invocation_id
+                ) from None
+            status = response.result.status
+            if status == rpc.StatusResult.Success:
+                outcome = "success"
+                return response
+            outcome = "cancelled" if status == rpc.StatusResult.Cancelled else "failure"
+            exception = response.result.exception
+            raise InvocationFailed(
+                500,
+                f"function {name!r} {'was cancelled' if outcome == 'cancelled' else 'failed'}",
+                invocation_id,
+                detail=exception.message or response.result.result or None,
+            )
+        finally:
+            if timer is not None:
+                timer.cancel()
+            channel.in_flight -= 1
+            in_flight.dec()
+            metrics.child("invocations", name, outcome).inc()
+            metrics.child("duration", name).observe(time.perf_counter() - started)
+            del self.active[invocation_id]
+            if not self.active:
+                self._idle.set()
+
+    def _cancel(self, channel: WorkerChannel, invocation_id: str) -> None:
+        if not caps.is_enabled(channel.capabilities, caps.HANDLES_INVOCATION_CANCEL_MESSAGE):
+            return
+        try:
+            channel.send(rpc.StreamingMessage(
+                request_id=channel.request_id,
+                invocation_cancel=rpc.InvocationCancel(invocation_id=invocation_id),
+            ))
+        except WorkerUnavailable:
+            pass
+
+    # ---- health, warm-up, drain ---------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        return self.state in ("draining", "stopped")
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        reasons: list[str] = []
+        if self.state != "running":
+            reasons.append(f"host is {self.state}")
+        reasons.extend(self.config_errors)
+        reasons.extend(self.registry.errors)
+        for language, pool in self.pools.items():
+            if not pool.is_ready:
+                reasons.append(pool.unavailable_reason())
+            elif not self.catalog.is_indexed(language):
+                reasons.append(f"{language} worker has not reported the app's functions yet")
+        if not reasons and not self.catalog.all_loaded():
+            pending = [n for n, s in self.catalog.states.items() if s.status == "indexed"]
+            reasons.append(f"functions not loaded yet: {', '.join(sorted(pending))}")
+        return not reasons, reasons
+
+    async def warmup(self) -> tuple[bool, list[str]]:
+        ready, reasons = self.readiness()
+        if not ready:
+            return False, reasons
+        failures = []
+        for definition in list(self.catalog.definitions.values()):
+            if definition.trigger_type.lower() != "warmuptrigger" or definition.disabled:
+                continue
+            binding = str(definition.trigger.get("name", "warmupContext"))
+
+            def build(_channel: WorkerChannel, binding: str = binding) -> tuple[list[Any], dict[str, Any]]:
+                return [rpc.ParameterBinding(name=binding, data=rpc.TypedData(json="{}"))], {}
+
+            try:
+                await self.invoke(Invocation(definition, build))
+            except InvocationFailed as error:
+                failures.append(f"warmup function {definition.name!r}: {error} {error.detail or ''}".strip())
+        return not failures, failures
+
+    async def drain(self, timeout: float) -> dict[str, Any]:
+        """Stop taking new work and wait (up to `timeout`) for in-flight invocations."""
+        if self.state == "running" or self.state == "starting":
+            self.state = "draining"
+        in_flight_at_start = len(self.active)
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            pass
+        return {
+            "draining": True,
+            "inFlightAtStart": in_flight_at_start,
+            "stillRunning": len(self.active),
+            "waitedSeconds": round(time.monotonic() - started, 3),
+        }
+
+    async def stop(self, grace: float = 5.0) -> None:
+        self.state = "stopped"
+        await asyncio.gather(*(pool.stop(grace) for pool in self.pools.values()))
+        await self.grpc.stop(0)
+
+    def status(self) -> dict[str, Any]:
+        ready, reasons = self.readiness()
+        return {
+            "state": self.state,
+            "ready": ready,
+            "reasons": reasons,
+            "hostId": self.settings.host_id,
+            "slot": self.settings.slot_name,
+            "appRoot": str(self.app_root),
+            "functionTimeout": self.config.function_timeout,
+            "workers": [pool.as_json() for pool in self.pools.values()],
+            "registry": self.registry.as_json(),
+            "errors": [*({"stage": "config", "error": e} for e in self.config_errors),
+                       *({"stage": "workers", "error": e} for e in self.registry.errors),
+                       *(e.as_json() for e in self.catalog.errors)],
+            "inFlight": len(self.active),
+        }
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())

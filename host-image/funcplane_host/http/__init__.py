@@ -1,0 +1,1 @@
+"""The HTTP front door: triggers under the route prefix, admin API, health, metrics."""

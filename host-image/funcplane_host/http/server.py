@@ -1,0 +1,25 @@
+"""Assemble the aiohttp application of the host's front door."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from funcplane_host.host import FunctionHost
+from funcplane_host.http.admin import AdminHandlers
+from funcplane_host.http.triggers import HttpTriggerHandler
+
+
+def build_app(host: FunctionHost) -> web.Application:
+    app = web.Application(client_max_size=100 * 1024 * 1024)
+    admin = AdminHandlers(host)
+    app.router.add_get("/livez", admin.livez)
+    app.router.add_get("/readyz", admin.readyz)
+    app.router.add_get("/metrics", admin.metrics)
+    app.router.add_get("/admin/warmup", admin.warmup)
+    app.router.add_post("/admin/drain", admin.drain)
+    app.router.add_get("/admin/host/status", admin.host_status)
+    app.router.add_get("/admin/functions", admin.functions)
+    prefix = host.config.http.route_prefix
+    pattern = f"/{prefix}{{tail:(?:/.*)?}}" if prefix else "/{tail:.*}"
+    app.router.add_route("*", pattern, HttpTriggerHandler(host))
+    return app

@@ -1,0 +1,59 @@
+"""`funcplane-host`: serve an app like `func start` (one asyncio loop for HTTP and gRPC)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import uvloop
+from aiohttp import web
+
+from funcplane_host.host import FunctionHost
+from funcplane_host.http.admin import DEFAULT_DRAIN_TIMEOUT
+from funcplane_host.http.server import build_app
+from funcplane_host.settings import SettingsError, load_settings
+
+logger = logging.getLogger("funcplane.host")
+
+
+async def serve(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings(argv)
+    except SettingsError as error:
+        print(f"funcplane-host: {error}", file=sys.stderr)
+        return 2
+    host = FunctionHost(settings)
+    await host.start()
+    runner = web.AppRunner(build_app(host), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.bind, settings.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as error:
+        print(f"funcplane-host: cannot listen on {settings.bind}:{settings.port}: {error}", file=sys.stderr)
+        await host.stop()
+        return 2
+    logger.info("listening on http://%s:%d (routes under /%s)", settings.bind, settings.port,
+                host.config.http.route_prefix)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    logger.info("shutting down: draining in-flight work")
+    summary = await host.drain(DEFAULT_DRAIN_TIMEOUT)
+    logger.info("drained: %s", summary)
+    await runner.cleanup()
+    await host.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    # uvloop drives both aiohttp and grpc.aio: the HTTP -> gRPC round trip is the hot path.
+    sys.exit(uvloop.run(serve(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+"""The single import point of the host's generated protocol modules."""
+
+from __future__ import annotations
+
+from funcplane_host.protocol import FunctionRpc_pb2 as pb
+from funcplane_host.protocol import FunctionRpc_pb2_grpc as pb_grpc
+from funcplane_host.protocol import capabilities
+
+__all__ = ["pb", "pb_grpc", "capabilities"]

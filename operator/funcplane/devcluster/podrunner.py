@@ -1,0 +1,289 @@
+"""Run the host container of simulated pods as real local processes.
+
+kwok simulates pods; nothing runs in them. For the demo and for tests that need a real host behind
+a pod (swap warm-ups, requests through a Service's endpoints), this runner plays the kubelet's part
+for pods labelled ``funcplane.io/app``: it materializes the pod's ConfigMap, Secret and emptyDir
+volumes under a per-pod directory, resolves its environment (values, ConfigMap/Secret references,
+the downward API), starts ``funcplane-host`` bound to the pod's own IP (the pod CIDR is made local
+on the loopback device) and, when the pod goes away, runs the preStop drain before stopping it.
+
+Volumes it cannot provide locally (image volumes, PVCs) are reported on the pod as a Warning event
+naming the volume, and the pod is not run.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from .cluster import LocalCluster
+
+LOG = logging.getLogger("funcplane.podrunner")
+APP_LABEL = "funcplane.io/app"
+HOST_CONTAINER = "host"
+DEFAULT_PORT = 8080
+
+
+class UnsupportedPod(Exception):
+    """The pod needs something a local process cannot be given."""
+
+
+@dataclass
+class RunningPod:
+    uid: str
+    name: str
+    ip: str
+    port: int
+    process: subprocess.Popen[bytes]
+    root: Path
+    grace_seconds: int
+    restarts: int = 0
+    restart_at: float = 0.0  # set when an exit is noticed: when to start it again
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{self.port}"
+
+
+def _host_command() -> str:
+    script = Path(sys.executable).with_name("funcplane-host")
+    return str(script) if script.exists() else shutil.which("funcplane-host") or "funcplane-host"
+
+
+class PodRunner:
+    """Keeps one host process per Running pod of a namespace, until stopped."""
+
+    def __init__(self, cluster: LocalCluster, namespace: str, workdir: Path, *, interval: float = 0.3) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.workdir = workdir
+        self.interval = interval
+        self.running: dict[str, RunningPod] = {}
+        self.refused: set[str] = set()
+        self._api = client.CoreV1Api(cluster.api_client())
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def start(self) -> "PodRunner":
+        self.cluster.ensure_pod_network()
+        self._thread = threading.Thread(target=self._loop, name=f"podrunner-{self.namespace}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        with self._lock:
+            for pod in list(self.running.values()):
+                self._terminate(pod)
+            self.running.clear()
+
+    def __enter__(self) -> "PodRunner":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def url_of(self, pod_name: str) -> str | None:
+        with self._lock:
+            for pod in self.running.values():
+                if pod.name == pod_name:
+                    return pod.url
+        return None
+
+    # ---- reconcile loop -------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync()
+            except Exception:  # the loop must outlive a transient API error
+                LOG.exception("pod runner sync failed")
+            self._stop.wait(self.interval)
+
+    def sync(self) -> None:
+        pods = self._api.list_namespaced_pod(self.namespace, label_selector=APP_LABEL).items
+        wanted = {p.metadata.uid: p for p in pods
+                  if p.metadata.deletion_timestamp is None and p.status.phase == "Running" and p.status.pod_ip}
+        with self._lock:
+            for uid in [uid for uid in self.running if uid not in wanted]:
+                self._terminate(self.running[uid])
+                del self.running[uid]
+            for uid, pod in wanted.items():
+                if uid in self.running or uid in self.refused:
+                    continue
+                try:
+                    self.running[uid] = self._launch(pod)
+                except UnsupportedPod as reason:
+                    self.refused.add(uid)
+                    self._warn(pod, str(reason))
+            for uid, pod in list(self.running.items()):
+                if pod.process.poll() is not None and time.monotonic() >= pod.restart_at:
+                    self._restart(uid, pod, wanted[uid])
+
+    # ---- one pod -----------------------------------------------------------------------
+    def _restart(self, uid: str, pod: RunningPod, spec: client.V1Pod) -> None:
+        """Like a kubelet: an exited host is started again, with a doubling back-off."""
+        if pod.restart_at == 0.0:  # first time this exit is seen: say why, then wait
+            tail = (pod.root / "host.log").read_text(errors="replace").splitlines()[-8:]
+            LOG.warning("host of pod %s exited with %s; last lines:\n%s", pod.name, pod.process.returncode,
+                        "\n".join(tail))
+            pod.restart_at = time.monotonic() + min(2 ** pod.restarts, 30)
+            return
+        restarted = self._launch(spec)
+        restarted.restarts = pod.restarts + 1
+        self.running[uid] = restarted
+
+    def _launch(self, pod: client.V1Pod) -> RunningPod:
+        container = next((c for c in pod.spec.containers if c.name == HOST_CONTAINER), pod.spec.containers[0])
+        root = self.workdir / pod.metadata.name
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        mounts = self._materialize(pod, container, root)
+        env = self._environment(pod, container, mounts)
+        port = int(env.get("FUNCPLANE_HTTP_PORT", DEFAULT_PORT))
+        env |= {"FUNCPLANE_HTTP_HOST": pod.status.pod_ip, "FUNCPLANE_HTTP_PORT": str(port),
+                "PATH": os.environ.get("PATH", ""), "HOME": str(root), "PYTHONUNBUFFERED": "1"}
+        log = (root / "host.log").open("wb")
+        process = subprocess.Popen([_host_command(), *(container.args or [])], env=env, cwd=root,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        LOG.info("started host for pod %s at %s:%d (pid %d)", pod.metadata.name, pod.status.pod_ip, port, process.pid)
+        return RunningPod(pod.metadata.uid, pod.metadata.name, pod.status.pod_ip, port, process, root,
+                          pod.spec.termination_grace_period_seconds or 30)
+
+    def _materialize(self, pod: client.V1Pod, container: client.V1Container, root: Path) -> dict[str, Path]:
+        """Write each mounted volume under the pod's root; returns mountPath -> local directory."""
+        volumes = {v.name: v for v in pod.spec.volumes or []}
+        mounts: dict[str, Path] = {}
+        for mount in container.volume_mounts or []:
+            volume = volumes[mount.name]
+            target = root / "fs" / mount.mount_path.lstrip("/")
+            target.mkdir(parents=True, exist_ok=True)
+            if volume.config_map is not None:
+                data = self._api.read_namespaced_config_map(volume.config_map.name, self.namespace).data or {}
+                self._write_items(target, {k: v.encode() for k, v in data.items()}, volume.config_map.items)
+            elif volume.secret is not None:
+                data = self._api.read_namespaced_secret(volume.secret.secret_name, self.namespace).data or {}
+                self._write_items(target, {k: base64.b64decode(v) for k, v in data.items()}, volume.secret.items)
+            elif volume.projected is not None:
+                # Hosts never call the API, so a projected service-account token is left out.
+                for projection in volume.projected.sources or []:
+                    if projection.config_map is not None:
+                        data = self._api.read_namespaced_config_map(projection.config_map.name, self.namespace).data or {}
+                        self._write_items(target, {k: v.encode() for k, v in data.items()}, projection.config_map.items)
+                    elif projection.secret is not None:
+                        data = self._api.read_namespaced_secret(projection.secret.name, self.namespace).data or {}
+                        self._write_items(target, {k: base64.b64decode(v) for k, v in data.items()},
+                                          projection.secret.items)
+            elif volume.empty_dir is None:
+                kind = next((k for k, v in volume.to_dict().items() if k != "name" and v is not None), "unknown")
+                raise UnsupportedPod(f"volume {mount.name!r} is of type {kind}, which a local process cannot mount; "
+                                     "use a ConfigMap for the app's code to run it on the local cluster")
+            mounts[mount.mount_path.rstrip("/") or "/"] = target
+        return mounts
+
+    @staticmethod
+    def _write_items(target: Path, data: dict[str, bytes], items: list[Any] | None) -> None:
+        paths = {item.key: item.path for item in items} if items else {key: key for key in data}
+        for key, path in paths.items():
+            if key in data:
+                (target / path).parent.mkdir(parents=True, exist_ok=True)
+                (target / path).write_bytes(data[key])
+
+    def _environment(self, pod: client.V1Pod, container: client.V1Container,
+                     mounts: dict[str, Path]) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for source in container.env_from or []:
+            prefix = source.prefix or ""
+            if source.config_map_ref is not None:
+                data = self._api.read_namespaced_config_map(source.config_map_ref.name, self.namespace).data or {}
+                env |= {prefix + k: v for k, v in data.items()}
+            elif source.secret_ref is not None:
+                data = self._api.read_namespaced_secret(source.secret_ref.name, self.namespace).data or {}
+                env |= {prefix + k: base64.b64decode(v).decode() for k, v in data.items()}
+        fields = {"metadata.name": pod.metadata.name, "metadata.namespace": self.namespace,
+                  "status.podIP": pod.status.pod_ip, "spec.nodeName": pod.spec.node_name or ""}
+        for var in container.env or []:
+            if var.value_from is None:
+                env[var.name] = _relocate(var.value or "", mounts)
+            elif var.value_from.field_ref is not None:
+                env[var.name] = fields.get(var.value_from.field_ref.field_path, "")
+            elif var.value_from.config_map_key_ref is not None:
+                ref = var.value_from.config_map_key_ref
+                data = self._api.read_namespaced_config_map(ref.name, self.namespace).data or {}
+                if ref.key in data:
+                    env[var.name] = data[ref.key]
+            elif var.value_from.secret_key_ref is not None:
+                ref = var.value_from.secret_key_ref
+                data = self._api.read_namespaced_secret(ref.name, self.namespace).data or {}
+                if ref.key in data:
+                    env[var.name] = base64.b64decode(data[ref.key]).decode()
+        if "/tmp" in mounts:
+            env["TMPDIR"] = str(mounts["/tmp"])
+        return env
+
+    def _terminate(self, pod: RunningPod) -> None:
+        """preStop drain (in-flight work finishes), then SIGTERM, then SIGKILL after the grace period."""
+        if pod.process.poll() is None:
+            with contextlib.suppress(OSError):
+                request = urllib.request.Request(f"{pod.url}/admin/drain", method="POST")
+                urllib.request.urlopen(request, timeout=pod.grace_seconds).close()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pod.process.pid, signal.SIGTERM)
+            try:
+                pod.process.wait(timeout=pod.grace_seconds)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pod.process.pid, signal.SIGKILL)
+                pod.process.wait()
+        LOG.info("stopped host of pod %s", pod.name)
+
+    def _warn(self, pod: client.V1Pod, message: str) -> None:
+        LOG.warning("pod %s not run locally: %s", pod.metadata.name, message)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{pod.metadata.name}.", namespace=self.namespace),
+            involved_object=client.V1ObjectReference(kind="Pod", name=pod.metadata.name, namespace=self.namespace,
+                                                     uid=pod.metadata.uid, api_version="v1"),
+            reason="LocalRunUnsupported", message=message, type="Warning",
+            source=client.V1EventSource(component="funcplane-podrunner"))
+        with contextlib.suppress(client.ApiException):
+            self._api.create_namespaced_event(self.namespace, event)
+
+
+def _relocate(value: str, mounts: dict[str, Path]) -> str:
+    """Point a path inside the pod's filesystem at its local copy (longest mount path wins)."""
+    for mount_path in sorted(mounts, key=len, reverse=True):
+        if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
+            return str(mounts[mount_path]) + value[len(mount_path.rstrip("/")):]
+    return value
+
+
+def wait_until_serving(url: str, timeout: float = 60.0) -> None:
+    """Block until the host at `url` answers /readyz with 200."""
+    deadline = time.monotonic() + timeout
+    last: str = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError as error:
+            last = str(error)
+        time.sleep(0.2)
+    raise TimeoutError(f"host at {url} not ready within {timeout:.0f}s ({last})")
