@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import devcluster
+from . import crds, demo, devcluster, swap
 
 
 def build_parser(prog: str = "funcplane") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="funcplane: Azure-Functions-style apps on Kubernetes")
     subparsers = parser.add_subparsers(dest="command", required=True)
     devcluster.register(subparsers)
+    crds.register(subparsers)
+    demo.register(subparsers)
+    swap.register(subparsers)
     return parser
 
 

@@ -10,6 +10,8 @@ cluster) and removes the directory.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import ipaddress
 import json
 import os
 import shutil
@@ -31,8 +33,9 @@ STATE_FILE = "state.json"
 START_TIMEOUT = 90.0
 COMPONENT_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 # Pod IPs come from a range that is rarely routed elsewhere, because `ensure_pod_network` can make
-# it local to this machine so that processes can serve at pod IPs.
-POD_CIDR = "10.213.0.0/16"
+# it local to this machine so that processes can serve at pod IPs. Each running cluster leases its
+# own /20 of it, so clusters side by side never hand out the same pod IP.
+POD_NETWORKS = list(ipaddress.ip_network("10.213.0.0/16").subnets(new_prefix=20))
 KWOK_NODE_IP = "10.1.0.1"
 
 
@@ -96,6 +99,7 @@ class LocalCluster:
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
     pod_network_added: bool = False
+    pod_cidr: str = ""
 
     # ---- paths and identity -------------------------------------------------------------
     @classmethod
@@ -134,7 +138,7 @@ class LocalCluster:
     # ---- state --------------------------------------------------------------------------
     def _save(self) -> None:
         state = {"name": self.name, "nodes": self.nodes, "ports": self.ports,
-                 "pod_network_added": self.pod_network_added,
+                 "pod_network_added": self.pod_network_added, "pod_cidr": self.pod_cidr,
                  "processes": {p.name: {"pid": p.pid, "log": str(p.log)} for p in self.processes.values()}}
         (self.directory / STATE_FILE).write_text(json.dumps(state, indent=2))
 
@@ -146,7 +150,7 @@ class LocalCluster:
         except (OSError, ValueError):
             return None
         return cls(name=state["name"], directory=directory, nodes=state["nodes"], ports=state["ports"],
-                   pod_network_added=state.get("pod_network_added", False),
+                   pod_network_added=state.get("pod_network_added", False), pod_cidr=state.get("pod_cidr", ""),
                    processes={n: Process(n, p["pid"], Path(p["log"])) for n, p in state["processes"].items()})
 
     def crashed(self) -> list[Process]:
@@ -213,8 +217,9 @@ class LocalCluster:
                 os.waitpid(process.pid, 0)
         self.processes = {}
         if self.pod_network_added:
-            _ip("addr", "del", POD_CIDR, "dev", "lo")
+            _ip("addr", "del", self.pod_cidr, "dev", "lo")
             self.pod_network_added = False
+        _release_pod_network(self.directory)
         if remove:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -224,12 +229,12 @@ class LocalCluster:
         Needs root (CAP_NET_ADMIN) and iproute2; the address is removed again by `down`.
         """
         try:
-            if POD_CIDR in _ip("-4", "addr", "show", "dev", "lo"):
+            if self.pod_cidr in _ip("-4", "addr", "show", "dev", "lo"):
                 return
-            _ip("addr", "add", POD_CIDR, "dev", "lo", check=True)
+            _ip("addr", "add", self.pod_cidr, "dev", "lo", check=True)
         except (OSError, subprocess.CalledProcessError) as error:
             detail = getattr(error, "stderr", "") or str(error)
-            raise ClusterError(f"cannot make the pod network {POD_CIDR} local on the loopback device "
+            raise ClusterError(f"cannot make the pod network {self.pod_cidr} local on the loopback device "
                                f"({detail.strip()}): running hosts at pod IPs needs root and iproute2's `ip`") from None
         self.pod_network_added = True
         self._save()
@@ -266,6 +271,7 @@ class LocalCluster:
     def _start(self, bins: dict[str, Path]) -> None:
         d = self.directory
         keys = pki.generate(d / "pki")
+        self.pod_cidr = _lease_pod_network(d)
         for name in ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
             self.ports.setdefault(name, free_port())
         self.kubeconfig.write_text(pki.kubeconfig(keys, self.server, self.name))
@@ -329,7 +335,7 @@ class LocalCluster:
         kwok = self._spawn("kwok", [
             str(kwok_bin), f"--kubeconfig={self.kubeconfig}", f"--config={stage_file}",
             "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={stages.NODE_MARKER}=fake",
-            f"--cidr={POD_CIDR}", f"--node-ip={KWOK_NODE_IP}", "--node-lease-duration-seconds=40",
+            f"--cidr={self.pod_cidr}", f"--node-ip={KWOK_NODE_IP}", "--node-lease-duration-seconds=40",
         ])
         self._wait(kcm, lambda: _https_ok(self.ports["kube-controller-manager"]), "healthy")
         self._wait(scheduler, lambda: _https_ok(self.ports["kube-scheduler"]), "healthy")
@@ -367,6 +373,39 @@ class LocalCluster:
 
     def _default_service_account(self) -> bool:
         return self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0
+
+
+def _pod_network_leases() -> Path:
+    leases = binaries.cache_root() / "pod-networks"
+    leases.mkdir(parents=True, exist_ok=True)
+    return leases
+
+
+def _lease_pod_network(directory: Path) -> str:
+    """Lease a pod network no live cluster uses; the lease file names the cluster directory."""
+    leases = _pod_network_leases()
+    with (leases / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for network in POD_NETWORKS:
+            lease = leases / str(network).replace("/", "_")
+            if lease.exists():
+                owner = Path(lease.read_text())
+                other = LocalCluster.load(directory=owner) if owner != directory else None
+                if other is not None and len(other.crashed()) < len(other.processes):
+                    continue  # some process of that cluster still runs
+            lease.write_text(str(directory))
+            return str(network)
+    raise ClusterError(f"all {len(POD_NETWORKS)} local pod networks are leased by running clusters; "
+                       "stop one with `funcplane dev cluster down --name NAME`")
+
+
+def _release_pod_network(directory: Path) -> None:
+    leases = _pod_network_leases()
+    with (leases / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for lease in leases.iterdir():
+            if lease.name != ".lock" and lease.read_text() == str(directory):
+                lease.unlink()
 
 
 def _ip(*args: str, check: bool = False) -> str:

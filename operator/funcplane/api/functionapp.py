@@ -1,0 +1,162 @@
+"""FunctionApp: one app and its production slot."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from .base import (
+    FREE_FORM,
+    QUANTITY,
+    Condition,
+    FileSource,
+    Model,
+    Setting,
+    cel,
+    validations,
+)
+
+Plan = Literal["consumption", "premium", "dedicated"]
+
+# Slots per plan, production included (Azure's limits); dedicated may lower its own up to 20.
+PLAN_SLOT_LIMITS: dict[str, int] = {"consumption": 2, "premium": 3, "dedicated": 20}
+# Scale-out ceilings per plan (instances per app).
+PLAN_MAX_REPLICAS: dict[str, int] = {"consumption": 200, "premium": 100, "dedicated": 30}
+
+PRODUCTION = "production"
+MAX_SETTINGS = 256
+DEFAULT_HOST_IMAGE = "ghcr.io/funcplane/host:0.1.0"
+
+
+class Runtime(Model):
+    name: Literal["python", "node", "dotnet-isolated", "java", "powershell", "custom"] = Field(
+        description="Language worker runtime (FUNCTIONS_WORKER_RUNTIME).")
+    version: str | None = Field(None, description="Runtime version (FUNCTIONS_WORKER_RUNTIME_VERSION), e.g. 3.12.")
+    worker_process_count: int | None = Field(
+        None, ge=1, le=10, description="Worker processes per language (FUNCTIONS_WORKER_PROCESS_COUNT).")
+
+
+class ScaleBounds(Model):
+    min_replicas: int = Field(1, ge=0, description="Fewest pods per instance.")
+    max_replicas: int = Field(10, ge=1, description="Most pods per instance (plan-dependent ceiling).")
+
+    model_config = ConfigDict(json_schema_extra=validations(
+        cel("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas"),
+    ))
+
+
+class Concurrency(Model):
+    http_per_instance: int | None = Field(
+        None, ge=1, description="Static HTTP concurrency per pod; unset = host default by memory.")
+    dynamic: bool = Field(False, description="Enable dynamic concurrency (host.json dynamicConcurrencyEnabled).")
+    snapshot_persistence: bool = Field(True, description="Persist learned concurrency (snapshotPersistenceEnabled).")
+
+
+class Resources(Model):
+    requests: dict[str, Any] = Field(
+        default_factory=lambda: {"cpu": "100m", "memory": "256Mi"},
+        json_schema_extra={"additionalProperties": QUANTITY},
+        description="Resource requests per pod.")
+    limits: dict[str, Any] | None = Field(
+        None, json_schema_extra={"additionalProperties": QUANTITY}, description="Resource limits per pod.")
+
+
+class Warmup(Model):
+    path: str = Field("/admin/warmup", pattern=r"^/", description="Warm-up path called on every pod before a swap.")
+    accepted_statuses: list[int] = Field(
+        default_factory=lambda: [200], min_length=1, max_length=10, description="HTTP statuses that count as warm.")
+    timeout_seconds: int = Field(300, ge=1, le=3600, description="Give up (and revert) after this long.")
+
+
+class SlotContent(Model):
+    """What a deploy to a slot replaces: code and settings."""
+
+    code: FileSource | None = Field(None, description="The app's code; exactly one source.")
+    settings: list[Setting] = Field(
+        default_factory=list, max_length=MAX_SETTINGS, json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="App settings (environment variables).")
+
+
+class FunctionAppSpec(SlotContent):
+    image: str = Field(DEFAULT_HOST_IMAGE, min_length=1, description="Function host image.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    code: FileSource = Field(description="The production slot's code; exactly one source.")
+    runtime: Runtime
+    host_json: dict[str, Any] | None = Field(
+        None, json_schema_extra=FREE_FORM, description="Deep-merged over the app's host.json.")
+    plan: Plan = Field("consumption", description="Hosting plan; limits slots (2/3/up to 20 incl. production).")
+    slot_limit: int | None = Field(
+        None, ge=1, le=20, description="Dedicated plan only: slots allowed, production included (default 20).")
+    replicas: int = Field(1, ge=0, description="Desired pods per instance (scale subresource).")
+    scale: ScaleBounds = Field(default_factory=ScaleBounds)
+    concurrency: Concurrency = Field(default_factory=Concurrency)
+    resources: Resources = Field(default_factory=Resources)
+    pod_annotations: dict[str, str] = Field(default_factory=dict, description="Merged into the pod template.")
+    warmup: Warmup = Field(default_factory=Warmup)
+    function_timeout_seconds: int = Field(
+        300, ge=1, le=3600, description="host.json functionTimeout; pods get this long (+30 s) to drain.")
+
+    model_config = ConfigDict(json_schema_extra=validations(
+        cel("!has(self.slotLimit) || self.plan == 'dedicated'",
+            "slotLimit is only allowed on the dedicated plan (consumption allows 2 slots, premium 3)",
+            ".slotLimit"),
+        cel("self.scale.maxReplicas <= (self.plan == 'consumption' ? 200 : self.plan == 'premium' ? 100 : 30)",
+            "scale.maxReplicas exceeds the plan's ceiling (consumption 200, premium 100, dedicated 30)",
+            ".scale.maxReplicas"),
+    ))
+
+    def slot_limit_total(self) -> int:
+        if self.plan == "dedicated" and self.slot_limit:
+            return self.slot_limit
+        return PLAN_SLOT_LIMITS[self.plan]
+
+    def clamped_replicas(self) -> int:
+        return max(self.scale.min_replicas, min(self.replicas, self.scale.max_replicas))
+
+
+class DeployedContent(Model):
+    """The content an instance runs: what was last deployed to it."""
+
+    code: FileSource | None = None
+    settings: list[Setting] = Field(default_factory=list)
+
+
+class SlotPointer(Model):
+    instance: str = Field(description="Instance this slot's Service selects.")
+    deployed_hash: str = Field(description="Hash of the slot spec content last deployed.")
+    service: str
+    hostname: str
+
+
+class InstanceStatus(Model):
+    content: DeployedContent = Field(default_factory=DeployedContent)
+    content_hash: str = Field("", description="Hash of the content it runs.")
+    deployed_from: str = Field("", description="Slot whose spec content was deployed to it.")
+    sticky_settings_from: str | None = Field(
+        None, description="Slot whose sticky settings it runs with; unset = the slot pointing to it.")
+    replicas: int = 0
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    ready: bool = False
+    workers: dict[str, int] = Field(default_factory=dict, description="Declared worker -> pods that run it.")
+
+
+class FunctionAppStatus(Model):
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    slots: dict[str, SlotPointer] = Field(default_factory=dict, description="Slot name -> instance pointer.")
+    instances: dict[str, InstanceStatus] = Field(default_factory=dict, description="Instance id -> what it runs.")
+    active_instance: str | None = Field(None, description="Instance the production slot points to.")
+    slot_count: int = 0
+    replicas: int = Field(0, description="Pods of the production instance (scale subresource).")
+    selector: str | None = Field(None, description="Label selector of the production instance's pods.")
+    hostname: str | None = None
+
+
+class FunctionApp(Model):
+    api_version: str = "funcplane.io/v1alpha1"
+    kind: str = "FunctionApp"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: FunctionAppSpec
+    status: FunctionAppStatus = Field(default_factory=FunctionAppStatus)

@@ -1,0 +1,106 @@
+"""Everything one FunctionApp reconciles into, from its spec, its admitted slots and its status."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from funcplane.api import PRODUCTION
+from funcplane.api.base import Setting
+from funcplane.api.functionapp import FunctionApp
+from funcplane.api.slot import Slot
+from funcplane.api.workerconfig import WorkerSpec
+
+from . import names
+from .content import merge_settings, running_settings, slot_content
+from .deploy import SlotRequest
+from .instance import HTTP_PORT, InstanceRequest, render_instance
+from .volumes import VolumeMode
+from .workers import workers_for
+
+
+@dataclass(frozen=True)
+class SlotView:
+    """A slot of the app as the renderer needs it: production or an admitted Slot."""
+
+    name: str
+    owner_uid: str
+    settings: list[Setting]  # effective settings (cloned + own)
+    request: SlotRequest
+    non_http_triggers: bool
+
+
+def production_view(app: FunctionApp) -> SlotView:
+    content = slot_content(app.spec)
+    return SlotView(PRODUCTION, app.metadata["uid"], content.settings,
+                    SlotRequest(PRODUCTION, app.metadata["uid"], content), True)
+
+
+def slot_view(slot: Slot) -> SlotView:
+    content = slot_content(slot.spec, slot.status.cloned_settings or [])
+    uid = slot.metadata["uid"]
+    return SlotView(slot.spec.slot_name, uid, content.settings, SlotRequest(slot.spec.slot_name, uid, content),
+                    slot.spec.non_http_triggers)
+
+
+def clone_settings(app: FunctionApp) -> list[Setting]:
+    """A new slot's copy of the app's settings (sticky ones included, as Azure does on creation)."""
+    return merge_settings(app.spec.settings, [])
+
+
+def service(app: FunctionApp, slot: str, instance: str) -> dict[str, Any]:
+    app_name = app.metadata["name"]
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": names.slot_service(app_name, slot), "namespace": app.metadata["namespace"],
+                     "labels": names.app_labels(app_name) | {names.LABEL_SLOT: slot},
+                     "ownerReferences": [names.owner_reference(app.wire())]},
+        "spec": {"type": "ClusterIP", "selector": names.instance_selector(app_name, instance),
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
+    }
+
+
+def service_account(app: FunctionApp) -> dict[str, Any]:
+    app_name = app.metadata["name"]
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "automountServiceAccountToken": False,
+            "metadata": {"name": app_name, "namespace": app.metadata["namespace"],
+                         "labels": names.app_labels(app_name), "ownerReferences": [names.owner_reference(app.wire())]}}
+
+
+def keys_secret(app: FunctionApp, slot: str, master_key: str, function_key: str) -> dict[str, Any]:
+    """A slot's keys (its own, as in Azure); created once, never rewritten."""
+    app_name = app.metadata["name"]
+    keys = {"masterKey": master_key, "functionKeys": {"default": function_key}, "functions": {}}
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": names.slot_keys_secret(app_name, slot), "namespace": app.metadata["namespace"],
+                         "labels": names.app_labels(app_name) | {names.LABEL_SLOT: slot},
+                         "ownerReferences": [names.owner_reference(app.wire())]},
+            "stringData": {"keys.json": json.dumps(keys)}}
+
+
+def render_app(app: FunctionApp, views: list[SlotView], workers: list[WorkerSpec],
+               volume_mode: VolumeMode) -> list[dict[str, Any]]:
+    """Desired objects (keys Secrets excepted) for an app whose status already holds the pointers."""
+    app_name, namespace = app.metadata["name"], app.metadata["namespace"]
+    owner = names.owner_reference(app.wire())
+    by_name = {view.name: view for view in views}
+    app_workers = workers_for(app.spec.runtime, workers)
+    objects: list[dict[str, Any]] = [service_account(app)]
+    for slot_name, pointer in sorted(app.status.slots.items()):
+        view = by_name.get(slot_name)
+        instance = app.status.instances.get(pointer.instance)
+        if view is None or instance is None:
+            continue
+        sticky_from = by_name.get(instance.sticky_settings_from or slot_name, view)
+        objects += render_instance(InstanceRequest(
+            app_name=app_name, namespace=namespace, owner=owner, spec=app.spec, instance=pointer.instance,
+            content=instance.content, settings=running_settings(instance.content, sticky_from.settings),
+            slot=slot_name, non_http_triggers=view.non_http_triggers, workers=app_workers,
+            volume_mode=volume_mode))
+        objects.append(service(app, slot_name, pointer.instance))
+    return [names.stamp(obj) for obj in objects]
+
+
+__all__ = ["HTTP_PORT", "SlotView", "clone_settings", "keys_secret", "production_view", "render_app",
+           "service", "service_account", "slot_view"]

@@ -1,0 +1,77 @@
+"""Names, labels and hashes shared by every renderer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from funcplane.api import PRODUCTION
+
+LABEL_APP = "funcplane.io/app"
+LABEL_INSTANCE = "funcplane.io/instance"
+LABEL_SLICE = "funcplane.io/slice"
+LABEL_SLOT = "funcplane.io/slot"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "funcplane"
+ANNOTATION_APPLIED_HASH = "funcplane.io/applied-hash"
+ANNOTATION_CONFIG_HASH = "funcplane.io/config-hash"
+FIELD_MANAGER = "funcplane-operator"
+
+SLICE_MAIN = "main"
+SLICE_GRAY = "gray"
+
+
+def digest(value: Any, length: int = 16) -> str:
+    """Stable short hash of any JSON-able value."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def instance_id(app: str, owner_uid: str, taken: set[str] = frozenset()) -> str:
+    """A stable instance identity that is not a slot name: `<app>-<5 hex>` derived from the uid of
+    the object the instance was created for, so a crash between creating and recording it cannot
+    make a duplicate."""
+    salt = 0
+    while True:
+        candidate = f"{app}-{digest(f'{owner_uid}:{salt}' if salt else owner_uid, 5)}"
+        if candidate not in taken:
+            return candidate
+        salt += 1
+
+
+def slot_service(app: str, slot: str) -> str:
+    return app if slot == PRODUCTION else f"{app}-{slot}"
+
+
+def slot_keys_secret(app: str, slot: str) -> str:
+    return f"{slot_service(app, slot)}-keys"
+
+
+def hostname(app: str, slot: str, namespace: str) -> str:
+    return f"{slot_service(app, slot)}.{namespace}.svc"
+
+
+def app_labels(app: str) -> dict[str, str]:
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_APP: app}
+
+
+def instance_selector(app: str, instance: str) -> dict[str, str]:
+    return {LABEL_APP: app, LABEL_INSTANCE: instance}
+
+
+def selector_string(labels: dict[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+def owner_reference(app: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": app["apiVersion"], "kind": app["kind"], "name": app["metadata"]["name"],
+        "uid": app["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True,
+    }
+
+
+def stamp(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Record the hash of the desired manifest on it, so an unchanged object is never re-applied."""
+    manifest.setdefault("metadata", {}).setdefault("annotations", {})[ANNOTATION_APPLIED_HASH] = digest(manifest)
+    return manifest

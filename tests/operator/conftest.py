@@ -1,0 +1,25 @@
+"""Operator fixtures: the CRDs installed once per session, and the real operator per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from operator_helpers import REPO, OperatorProcess
+
+
+@pytest.fixture(scope="session")
+def crds(cluster):
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    for name in ("functionapps", "slots", "workerconfigs"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}.funcplane.io", "--timeout=60s")
+    return cluster
+
+
+@pytest.fixture
+def operator(crds, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(crds, namespace, tmp_path).start()
+    yield process
+    process.stop()
