@@ -467,6 +467,11 @@ def test_auto_swap_swaps_each_new_deployment_into_production(shop: Shop, operato
     # Non-HTTP triggers follow the slot: on in production, off in staging, whichever instance serves.
     assert serving(shop, "production")["FUNCPLANE_NON_HTTP_TRIGGERS"] == "true"
     assert serving(shop, "staging")["FUNCPLANE_NON_HTTP_TRIGGERS"] == "false"
+    # So do the slot's identity and trigger state: its host id and slot name.
+    assert {k: serving(shop, "production")[k] for k in ("FUNCPLANE_HOST_ID", "FUNCPLANE_SLOT_NAME")} == \
+        {"FUNCPLANE_HOST_ID": "shop", "FUNCPLANE_SLOT_NAME": "production"}
+    assert {k: serving(shop, "staging")[k] for k in ("FUNCPLANE_HOST_ID", "FUNCPLANE_SLOT_NAME")} == \
+        {"FUNCPLANE_HOST_ID": "shop-staging", "FUNCPLANE_SLOT_NAME": "staging"}
     # Re-applying the same manifests does not start another swap.
     shop.apply(objects)
     time.sleep(5)

@@ -67,7 +67,7 @@ def test_instance_deployment_follows_the_host_contract() -> None:
     host = pod["containers"][0]
     env = env_of(deployment)
     instance = app.status.active_instance
-    assert env["FUNCPLANE_HOST_ID"]["value"] == instance
+    assert env["FUNCPLANE_HOST_ID"]["value"] == "shop"  # the slot's host id: production is the app's
     assert env["FUNCPLANE_SLOT_NAME"]["value"] == PRODUCTION
     assert env["FUNCPLANE_NON_HTTP_TRIGGERS"]["value"] == "true"
     assert env["FUNCTIONS_WORKER_RUNTIME"]["value"] == "python"

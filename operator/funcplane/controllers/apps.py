@@ -220,6 +220,7 @@ async def _set_slot_status(ctx: Context, body: dict[str, Any], status: SlotStatu
     if status.wire() == before.wire():
         return
     patch = status.wire()
+    patch.pop("swap", None)  # owned by the swap engine
     for field in ("instance", "service", "hostname"):
         patch.setdefault(field, None)
     stored = await ctx.kube.patch_status("Slot", body["metadata"]["namespace"], body["metadata"]["name"], patch)

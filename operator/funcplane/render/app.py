@@ -93,10 +93,13 @@ def render_app(app: FunctionApp, views: list[SlotView], workers: list[WorkerSpec
         if view is None or instance is None:
             continue
         sticky_from = by_name.get(instance.sticky_settings_from or slot_name, view)
+        # The instance acts as the slot whose sticky settings it runs: its keys, slot name and
+        # host id follow them, so a swap's flip changes no pod template (warm pods keep serving).
+        identity = sticky_from.name
         objects += render_instance(InstanceRequest(
             app_name=app_name, namespace=namespace, owner=owner, spec=app.spec, instance=pointer.instance,
             content=instance.content, settings=running_settings(instance.content, sticky_from.settings),
-            slot=slot_name, non_http_triggers=view.non_http_triggers, workers=app_workers,
+            slot=identity, non_http_triggers=view.non_http_triggers, workers=app_workers,
             volume_mode=volume_mode))
         objects.append(service(app, slot_name, pointer.instance))
     return [names.stamp(obj) for obj in objects]

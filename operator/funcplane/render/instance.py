@@ -75,7 +75,7 @@ def _env(request: InstanceRequest) -> list[dict[str, Any]]:
     env = [
         {"name": "AzureWebJobsScriptRoot", "value": APP_ROOT},
         {"name": "FUNCPLANE_HTTP_PORT", "value": str(HTTP_PORT)},
-        {"name": "FUNCPLANE_HOST_ID", "value": request.instance},
+        {"name": "FUNCPLANE_HOST_ID", "value": names.host_id(request.app_name, request.slot)},
         {"name": "FUNCPLANE_SLOT_NAME", "value": request.slot},
         {"name": "FUNCPLANE_NON_HTTP_TRIGGERS", "value": "true" if request.non_http_triggers else "false"},
         {"name": "FUNCPLANE_WORKER_CONFIG", "value": f"{WORKER_CONFIG_DIR}/workers.json"},

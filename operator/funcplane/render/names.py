@@ -44,6 +44,13 @@ def slot_service(app: str, slot: str) -> str:
     return app if slot == PRODUCTION else f"{app}-{slot}"
 
 
+def host_id(app: str, slot: str) -> str:
+    """The host id of a slot: trigger state (timers, leases, durable hubs) belongs to the slot, not
+    to an instance, so it follows the slot through swaps. Azure limits host ids to 32 characters."""
+    name = slot_service(app, slot)
+    return name if len(name) <= 32 else f"{name[:23]}-{digest([name])[:8]}"
+
+
 def slot_keys_secret(app: str, slot: str) -> str:
     return f"{slot_service(app, slot)}-keys"
 
