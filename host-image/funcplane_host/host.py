@@ -6,16 +6,16 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from funcplane_host.app.catalog import FunctionCatalog
 from funcplane_host.app.functions import FunctionDefinition, FunctionDefinitionError
 from funcplane_host.app.host_json import HostConfig, HostJsonError, load_host_config
 from funcplane_host.app.indexing import FunctionError, function_folders, index_function_folders
 from funcplane_host.grpc_server import GrpcServer
+from funcplane_host.invocation import Invocation, InvocationFailed
 from funcplane_host.http.auth import KeysError, KeyStore
 from funcplane_host.limits import HttpThrottle
 from funcplane_host.logs import CategoryLevels, configure_logging, emit_rpc_log
@@ -25,30 +25,13 @@ from funcplane_host.protocol import capabilities as caps
 from funcplane_host.protocol.metadata import definition_from_metadata
 from funcplane_host.protocol.typed_data import HttpShape
 from funcplane_host.settings import HostSettings
+from funcplane_host.timers.scheduler import TimerTriggers
 from funcplane_host.workers.channel import WorkerChannel, WorkerUnavailable
 from funcplane_host.workers.registry import WorkerRegistry, WorkerSelectionError
 from funcplane_host.workers.supervisor import SupervisionPolicy, WorkerPool
 
 logger = logging.getLogger("funcplane.host")
 WORKER_WAIT_LIMIT = 30.0  # longest an invocation waits for a (re)starting worker
-
-
-class InvocationFailed(Exception):
-    """An invocation could not produce a result; `status` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str, invocation_id: str | None = None, detail: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.invocation_id = invocation_id
-        self.detail = detail
-
-
-@dataclass
-class Invocation:
-    """What a trigger hands to the host: bindings to send, built for the chosen worker."""
-
-    definition: FunctionDefinition
-    build: Callable[[WorkerChannel], tuple[list[Any], dict[str, Any]]]
 
 
 class FunctionHost:
@@ -77,6 +60,7 @@ class FunctionHost:
         self._idle.set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shapes: dict[str, HttpShape] = {}
+        self.timers = TimerTriggers(self)
 
     # ---- configuration ----------------------------------------------------------------
 
@@ -164,6 +148,7 @@ class FunctionHost:
             self.pools[language] = pool
             pool.start()
         self.state = "running"
+        self.timers.start()
         logger.info("host %s started: app %s, workers %s, gRPC on 127.0.0.1:%d",
                     self.settings.host_id, self.app_root, sorted(self.pools), self.grpc_port)
 
@@ -358,6 +343,7 @@ class FunctionHost:
 
     async def stop(self, grace: float = 5.0) -> None:
         self.state = "stopped"
+        await self.timers.stop()
         await asyncio.gather(*(pool.stop(grace) for pool in self.pools.values()))
         await self.grpc.stop(0)
 
@@ -377,6 +363,7 @@ class FunctionHost:
                        *({"stage": "workers", "error": e} for e in self.registry.errors),
                        *(e.as_json() for e in self.catalog.errors)],
             "inFlight": len(self.active),
+            "nonHttpTriggers": self.timers.as_json(),
         }
 
 

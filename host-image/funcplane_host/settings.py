@@ -34,6 +34,8 @@ class HostSettings:
     host_id: str = "funcplane-host"
     slot_name: str = "production"
     non_http_triggers: bool = True
+    # Where timer schedule status is kept (per host id); None keeps it in memory only.
+    state_dir: Path | None = None
     worker_runtime: str | None = None
     worker_runtime_version: str | None = None
     worker_process_count: int = 1
@@ -111,6 +113,7 @@ def load_settings(argv: list[str] | None = None, env: Mapping[str, str] | None =
         slot_name=env.get("FUNCPLANE_SLOT_NAME") or "production",
         non_http_triggers=(env.get("FUNCPLANE_NON_HTTP_TRIGGERS", "enabled").lower()
                            not in ("disabled", "false", "0", "off")),
+        state_dir=Path(env["FUNCPLANE_STATE_DIR"]) if env.get("FUNCPLANE_STATE_DIR") else None,
         worker_runtime=(env.get("FUNCTIONS_WORKER_RUNTIME") or None),
         worker_runtime_version=(env.get("FUNCTIONS_WORKER_RUNTIME_VERSION") or None),
         worker_process_count=_process_count(env),

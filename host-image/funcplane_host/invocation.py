@@ -1,0 +1,28 @@
+"""What a trigger hands to the host, and how an invocation that produced no result fails."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from funcplane_host.app.functions import FunctionDefinition
+from funcplane_host.workers.channel import WorkerChannel
+
+
+class InvocationFailed(Exception):
+    """An invocation could not produce a result; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, invocation_id: str | None = None, detail: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.invocation_id = invocation_id
+        self.detail = detail
+
+
+@dataclass
+class Invocation:
+    """What a trigger hands to the host: bindings to send, built for the chosen worker."""
+
+    definition: FunctionDefinition
+    build: Callable[[WorkerChannel], tuple[list[Any], dict[str, Any]]]

@@ -1,0 +1,1 @@
+"""Timer triggers: schedules and the scheduler."""

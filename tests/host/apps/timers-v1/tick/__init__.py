@@ -1,0 +1,13 @@
+"""Appends one JSON line per run to the file named by the app setting RUNS_FILE."""
+
+import json
+import os
+import time
+
+import azure.functions as func
+
+
+def main(timer: func.TimerRequest) -> None:
+    with open(os.environ["RUNS_FILE"], "a") as runs:
+        runs.write(json.dumps({"function": "tick", "pastDue": timer.past_due, "at": time.time(),
+                               "status": timer.schedule_status}) + "\n")
