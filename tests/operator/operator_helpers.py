@@ -20,7 +20,7 @@ EXAMPLES = REPO / "examples"
 OPERATOR = Path(sys.executable).parent / "funcplane-operator"
 # Kinds whose resourceVersions show writes (Leases excluded: renewing leadership is the runtime's job).
 WATCHED_KINDS = ("functionapps", "slots", "workerconfigs", "deployments", "replicasets", "pods", "services",
-                 "configmaps", "secrets", "serviceaccounts", "events")
+                 "configmaps", "secrets", "serviceaccounts", "roles", "rolebindings", "events")
 
 
 class OperatorProcess:

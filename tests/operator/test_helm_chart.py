@@ -90,7 +90,9 @@ def test_cluster_scope_renders_an_ha_operator_with_cluster_rbac(helm: Path) -> N
     assert verbs[("apps", "deployments")] == {"get", "list", "watch", "create", "patch", "delete"}
     assert verbs[("", "events")] == {"create"}
     assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in cluster_role["rules"])
-    assert ("coordination.k8s.io", "leases") not in verbs, "the Lease is namespaced: no cluster-wide lease rights"
+    # Leases: only what the apps' host Roles grant (RBAC lets the operator grant no more than it holds).
+    assert verbs[("coordination.k8s.io", "leases")] == {"create", "get", "update"}
+    assert verbs[("rbac.authorization.k8s.io", "roles")] == {"get", "list", "watch", "create", "patch", "delete"}
 
     (lease_role,) = find(docs, "Role")
     assert lease_role["metadata"]["namespace"] == "funcplane-system"

@@ -46,6 +46,16 @@ def whoami(req: func.HttpRequest) -> func.HttpResponse:
 def warmup(warmup) -> None:
     # Real apps prime caches here; the host's warm-up endpoint waits for it.
     time.sleep(float(os.environ.get("WARMUP_SECONDS", "0")))
+
+
+if os.environ.get("RUNS_FILE"):  # only the timer test sets it
+    @app.timer_trigger(schedule="* * * * * *", arg_name="timer")
+    def tick(timer: func.TimerRequest) -> None:
+        # Records which slot and pod ran which occurrence.
+        with open(os.environ["RUNS_FILE"], "a") as runs:
+            runs.write(json.dumps({"slot": os.environ.get("FUNCPLANE_SLOT_NAME"),
+                                   "pod": os.environ.get("FUNCPLANE_HTTP_HOST"),
+                                   "occurrence": (timer.schedule_status or {}).get("Next")}) + "\\n")
 '''
 
 
@@ -476,6 +486,41 @@ def test_auto_swap_swaps_each_new_deployment_into_production(shop: Shop, operato
     shop.apply(objects)
     time.sleep(5)
     assert sum(r["trigger"] == "auto-swap" for r in shop.journal()["history"]) == 2
+
+
+def test_timers_run_in_one_pod_of_the_slot_and_follow_it_through_a_swap(shop: Shop, operator: Operator,
+                                                                        pod_runner: Any, tmp_path: Path) -> None:
+    runs = tmp_path / "timer-runs.jsonl"
+
+    def recorded() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in runs.read_text().splitlines()] if runs.exists() else []
+
+    objects = manifests(replicas=2)
+    for resource in objects[2:]:
+        resource["spec"]["settings"].append({"name": "RUNS_FILE", "value": str(runs)})
+    shop.apply(objects)
+    eventually(shop.ready, timeout=120, interval=0.5, what="app and staging slot Ready")
+    before = shop.pointers()
+    eventually(lambda: len(recorded()) >= 4, timeout=60, what="four timer runs")
+    first = recorded()
+    # Production runs the timer in one of its two pods; staging (nonHttpTriggers off) never does.
+    assert {r["slot"] for r in first} == {"production"}, first
+    assert len({r["pod"] for r in first}) == 1, first
+    assert first[0]["pod"] in {p["status"]["podIP"] for p in shop.pods(before["production"])}
+
+    record = shop.finished(shop.request_swap())
+    assert record["result"] == "Succeeded", record
+    # After the swap the timer is production's still, run by one pod of the instance now serving it.
+    new_pods = {p["status"]["podIP"] for p in shop.pods(before["staging"])}
+    eventually(lambda: recorded()[-1]["pod"] in new_pods, timeout=60, what="the new production pods to run it")
+    mark = len(recorded())
+    eventually(lambda: len(recorded()) >= mark + 3, timeout=30, what="three more runs")
+    everything = recorded()
+    assert {r["slot"] for r in everything} == {"production"}, everything
+    assert len({r["pod"] for r in everything[mark:]}) == 1
+    # Never two runs of one occurrence, not even while the source warmed up as production.
+    occurrences = [r["occurrence"] for r in everything if r["occurrence"]]
+    assert len(occurrences) == len(set(occurrences)), everything
 
 
 def kubectl_funcplane(cluster: Any, namespace: str, *argv: str) -> int:

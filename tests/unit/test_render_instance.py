@@ -105,6 +105,22 @@ def test_each_slot_gets_a_service_selecting_its_instance_and_distinct_host_ids()
     assert ("ServiceAccount", "shop") in objects
 
 
+def test_only_hosts_that_run_timers_get_a_token_and_a_role_for_their_slots_leases() -> None:
+    app = function_app()
+    objects = rendered(app, [slot("staging", "t1"), slot("qa", "t2", nonHttpTriggers=True)])
+    pods = {s: deployment_of(objects, app, s)["spec"]["template"]["spec"] for s in (PRODUCTION, "staging", "qa")}
+    assert {s: p["automountServiceAccountToken"] for s, p in pods.items()} == \
+        {PRODUCTION: True, "staging": False, "qa": True}
+    leases = {s: env_of(deployment_of(objects, app, s))["FUNCPLANE_TIMER_LEASE"]["value"] for s in pods}
+    assert leases == {PRODUCTION: "shop-timers", "staging": "shop-staging-timers", "qa": "shop-qa-timers"}
+    role, binding = objects[("Role", "shop-host")], objects[("RoleBinding", "shop-host")]
+    named = next(rule for rule in role["rules"] if "resourceNames" in rule)
+    assert named["resourceNames"] == sorted(leases.values()) and named["verbs"] == ["get", "update"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "shop", "namespace": "ns"}]
+    assert binding["roleRef"]["name"] == "shop-host"
+    assert objects[("ServiceAccount", "shop")]["automountServiceAccountToken"] is False
+
+
 def test_sticky_settings_come_from_the_slot_the_instance_serves() -> None:
     app = function_app(settings=SETTINGS)
     staging = slot("staging", "t1", settings=[{"name": "ENVIRONMENT", "value": "staging", "sticky": True}])

@@ -4,7 +4,8 @@ Non-HTTP triggers run only where the slot allows them (FUNCPLANE_NON_HTTP_TRIGGE
 staging slot never takes production's scheduled work. Each timer's schedule status (last, next)
 is kept per host id under FUNCPLANE_STATE_DIR when that is set: the host id belongs to the slot,
 so the status follows the slot through a swap, and a run missed while no host was up is made up
-at start with IsPastDue, as on Azure.
+at start with IsPastDue, as on Azure. Inside a cluster only the holder of the slot's timer Lease
+(singleton.py) fires scheduled runs, so scaled-out pods do not run a timer once each.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from funcplane_host.timers.schedule import (
     resolve_setting_references,
     zone_named,
 )
+from funcplane_host.timers.singleton import ApiAccess, LeaseConfigError, TimerLease, lease_seconds
 from funcplane_host.workers.channel import WorkerChannel
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ class TimerState:
     last_updated: datetime | None = None
     last_result: str | None = None
     runs: int = 0
+    skipped: int = 0
     running: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -81,6 +84,7 @@ class TimerState:
             "next": _iso(self.next),
             "lastResult": self.last_result,
             "runs": self.runs,
+            "skipped": self.skipped,
             "running": self.running,
         }
 
@@ -95,6 +99,14 @@ class TimerTriggers:
         self.zone: tzinfo | None = None
         self._task: asyncio.Task[None] | None = None
         self._manual_runs: set[asyncio.Task[bool]] = set()
+        self.lease: TimerLease | None = None
+        try:
+            access = ApiAccess.from_environment(host.environment)
+            if access is not None:
+                name = host.environment.get("FUNCPLANE_TIMER_LEASE") or f"{settings.host_id.lower()}-timers"
+                self.lease = TimerLease(access, name, lease_seconds(host.environment))
+        except LeaseConfigError as error:
+            host.config_errors.append(str(error))
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -106,6 +118,8 @@ class TimerTriggers:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.lease is not None:
+            await self.lease.stop()  # hands the timers to another pod at once
 
     async def _arm_when_ready(self) -> None:
         # Worker-indexed apps report their functions only after the worker starts.
@@ -130,10 +144,14 @@ class TimerTriggers:
                 logger.error("timer %s not scheduled: %s", definition.name, error)
                 continue
             self.timers[definition.name] = state
-            if self.enabled:
-                state.task = asyncio.get_running_loop().create_task(self._run(state))
-        if self.timers and not self.enabled:
-            logger.info("timers %s not scheduled: %s", sorted(self.timers), self.disabled_reason)
+        if not self.enabled or not self.timers:
+            if self.timers:
+                logger.info("timers %s not scheduled: %s", sorted(self.timers), self.disabled_reason)
+            return
+        if self.lease is not None:
+            self.lease.start()
+        for state in self.timers.values():
+            state.task = asyncio.get_running_loop().create_task(self._run(state))
 
     @property
     def disabled_reason(self) -> str:
@@ -153,13 +171,18 @@ class TimerTriggers:
 
     # ---- the schedule loop -------------------------------------------------------------
 
+    def _may_fire(self) -> bool:
+        return self.lease is None or self.lease.held
+
     async def _run(self, state: TimerState) -> None:
+        if self.lease is not None:
+            await self.lease.decided.wait()
         now = datetime.now(self.zone)
         past_due = self._restore(state, now)
-        if past_due:
+        if past_due and self._may_fire():
             logger.info("timer %s missed its run at %s; running it now", state.name, _iso(state.next))
             await self.fire(state, past_due=True)
-        elif state.definition.trigger.get("runOnStartup") is True:
+        elif state.definition.trigger.get("runOnStartup") is True and self._may_fire():
             await self.fire(state)
         while not self.host.draining:
             # Counted from now, after the previous run ended: runs of one timer never overlap.
@@ -171,7 +194,10 @@ class TimerTriggers:
                 delay = (due - datetime.now(self.zone)).total_seconds()
             if self.host.draining:
                 return
-            await self.fire(state)
+            if self._may_fire():
+                await self.fire(state)
+            else:
+                state.skipped += 1  # another pod of this slot holds the lease and runs it
 
     async def fire(self, state: TimerState, *, past_due: bool = False) -> bool:
         """Run the function once now; True when it succeeded. Failures are logged, never raised."""
@@ -254,4 +280,6 @@ class TimerTriggers:
             "reason": None if self.enabled else self.disabled_reason,
             "timeZone": str(self.zone) if self.zone is not None else None,
             "timers": [state.as_json() for state in self.timers.values()],
+            "lock": self.lease.as_json() if self.lease is not None else
+            {"lease": None, "reason": "not in a Kubernetes cluster: every host runs its own timers"},
         }

@@ -91,6 +91,8 @@ _owned("Service", "", "v1", "services")
 _owned("ConfigMap", "", "v1", "configmaps")
 _owned("Secret", "", "v1", "secrets")
 _owned("ServiceAccount", "", "v1", "serviceaccounts")
+_owned("Role", "rbac.authorization.k8s.io", "v1", "roles")
+_owned("RoleBinding", "rbac.authorization.k8s.io", "v1", "rolebindings")
 
 
 @kopf.on.cleanup()

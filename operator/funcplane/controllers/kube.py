@@ -46,11 +46,13 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("ConfigMap", "/api/v1", "configmaps"),
     Kind("Secret", "/api/v1", "secrets"),
     Kind("ServiceAccount", "/api/v1", "serviceaccounts"),
+    Kind("Role", "/apis/rbac.authorization.k8s.io/v1", "roles"),
+    Kind("RoleBinding", "/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     Kind("FunctionApp", CUSTOM, "functionapps"),
     Kind("Slot", CUSTOM, "slots"),
     Kind("WorkerConfig", CUSTOM, "workerconfigs"),
 )}
-OWNED_KINDS = ("Deployment", "Service", "ConfigMap", "Secret", "ServiceAccount")
+OWNED_KINDS = ("Deployment", "Service", "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding")
 
 API_REQUESTS = Counter("funcplane_reconciler_api_requests", "REST calls the reconcilers made (watches excluded), "
                        "by HTTP method and status code.", ["method", "code"])

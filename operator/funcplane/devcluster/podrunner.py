@@ -2,8 +2,8 @@
 
 kwok simulates pods; nothing runs in them. For the demo and for tests that need a real host behind
 a pod (swap warm-ups, requests through a Service's endpoints), this runner plays the kubelet's part
-for pods labelled ``funcplane.io/app``: it materializes the pod's ConfigMap, Secret and emptyDir
-volumes under a per-pod directory, resolves its environment (values, ConfigMap/Secret references,
+for pods labelled ``funcplane.io/app``: it materializes the pod's ConfigMap, Secret, emptyDir and
+projected volumes (service-account tokens from the TokenRequest API) under a per-pod directory, resolves its environment (values, ConfigMap/Secret references,
 the downward API), starts ``funcplane-host`` bound to the pod's own IP (the pod CIDR is made local
 on the loopback device) and, when the pod goes away, runs the preStop drain before stopping it.
 
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ LOG = logging.getLogger("funcplane.podrunner")
 APP_LABEL = "funcplane.io/app"
 HOST_CONTAINER = "host"
 DEFAULT_PORT = 8080
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 class UnsupportedPod(Exception):
@@ -182,8 +184,18 @@ class PodRunner:
                 data = self._api.read_namespaced_secret(volume.secret.secret_name, self.namespace).data or {}
                 self._write_items(target, {k: base64.b64decode(v) for k, v in data.items()}, volume.secret.items)
             elif volume.projected is not None:
-                # Hosts never call the API, so a projected service-account token is left out.
                 for projection in volume.projected.sources or []:
+                    if projection.service_account_token is not None:
+                        # As the kubelet does: a token bound to this pod, from the TokenRequest API.
+                        path = projection.service_account_token.path or "token"
+                        self._write_items(target, {path: self._pod_token(pod, projection)}, None)
+                        continue
+                    if projection.downward_api is not None:
+                        fields = {"metadata.namespace": self.namespace, "metadata.name": pod.metadata.name}
+                        for item in projection.downward_api.items or []:
+                            if item.field_ref is not None and item.field_ref.field_path in fields:
+                                self._write_items(target, {item.path: fields[item.field_ref.field_path].encode()}, None)
+                        continue
                     if projection.config_map is not None:
                         data = self._api.read_namespaced_config_map(projection.config_map.name, self.namespace).data or {}
                         self._write_items(target, {k: v.encode() for k, v in data.items()}, projection.config_map.items)
@@ -197,6 +209,17 @@ class PodRunner:
                                      "use a ConfigMap for the app's code to run it on the local cluster")
             mounts[mount.mount_path.rstrip("/") or "/"] = target
         return mounts
+
+    def _pod_token(self, pod: client.V1Pod, projection: Any) -> bytes:
+        token = projection.service_account_token
+        request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
+            audiences=[token.audience] if token.audience else [],
+            expiration_seconds=max(token.expiration_seconds or 3600, 3600),
+            bound_object_ref=client.V1BoundObjectReference(kind="Pod", api_version="v1", name=pod.metadata.name,
+                                                           uid=pod.metadata.uid)))
+        issued = self._api.create_namespaced_service_account_token(pod.spec.service_account_name or "default",
+                                                                   self.namespace, request)
+        return issued.status.token.encode()
 
     @staticmethod
     def _write_items(target: Path, data: dict[str, bytes], items: list[Any] | None) -> None:
@@ -236,6 +259,11 @@ class PodRunner:
                     env[var.name] = base64.b64decode(data[ref.key]).decode()
         if "/tmp" in mounts:
             env["TMPDIR"] = str(mounts["/tmp"])
+        # The kubelet points pods at the API server; here it is the local one on loopback.
+        server = urllib.parse.urlsplit(self.cluster.server)
+        env |= {"KUBERNETES_SERVICE_HOST": server.hostname or "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(server.port)}
+        if SERVICE_ACCOUNT_DIR in mounts:
+            env["FUNCPLANE_SERVICEACCOUNT_DIR"] = str(mounts[SERVICE_ACCOUNT_DIR])
         return env
 
     def _terminate(self, pod: RunningPod) -> None:

@@ -68,6 +68,23 @@ def service_account(app: FunctionApp) -> dict[str, Any]:
                          "labels": names.app_labels(app_name), "ownerReferences": [names.owner_reference(app.wire())]}}
 
 
+def host_access(app: FunctionApp, views: list[SlotView]) -> list[dict[str, Any]]:
+    """A Role and RoleBinding for the app's ServiceAccount: its hosts may hold (get, update) their
+    slots' timer Leases and nothing else; `create` cannot be limited by name."""
+    app_name = app.metadata["name"]
+    metadata = {"name": names.host_role(app_name), "namespace": app.metadata["namespace"],
+                "labels": names.app_labels(app_name), "ownerReferences": [names.owner_reference(app.wire())]}
+    leases = sorted(names.timer_lease(app_name, view.name) for view in views)
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": metadata,
+            "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+                      {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": leases,
+                       "verbs": ["get", "update"]}]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": dict(metadata),
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names.host_role(app_name)},
+               "subjects": [{"kind": "ServiceAccount", "name": app_name, "namespace": app.metadata["namespace"]}]}
+    return [role, binding]
+
+
 def keys_secret(app: FunctionApp, slot: str, master_key: str, function_key: str) -> dict[str, Any]:
     """A slot's keys (its own, as in Azure); created once, never rewritten."""
     app_name = app.metadata["name"]
@@ -86,24 +103,26 @@ def render_app(app: FunctionApp, views: list[SlotView], workers: list[WorkerSpec
     owner = names.owner_reference(app.wire())
     by_name = {view.name: view for view in views}
     app_workers = workers_for(app.spec.runtime, workers)
-    objects: list[dict[str, Any]] = [service_account(app)]
+    objects: list[dict[str, Any]] = [service_account(app), *host_access(app, views)]
     for slot_name, pointer in sorted(app.status.slots.items()):
         view = by_name.get(slot_name)
         instance = app.status.instances.get(pointer.instance)
         if view is None or instance is None:
             continue
         sticky_from = by_name.get(instance.sticky_settings_from or slot_name, view)
-        # The instance acts as the slot whose sticky settings it runs: its keys, slot name and
-        # host id follow them, so a swap's flip changes no pod template (warm pods keep serving).
+        # The instance acts as the slot whose sticky settings it runs: its keys, slot name, host
+        # id and trigger switch follow them, so a swap's flip changes no pod template (warm pods
+        # keep serving). While a swap warms the source up as the target, both instances share the
+        # target's host id, and its timer Lease lets only one pod run the target's timers.
         identity = sticky_from.name
         objects += render_instance(InstanceRequest(
             app_name=app_name, namespace=namespace, owner=owner, spec=app.spec, instance=pointer.instance,
             content=instance.content, settings=running_settings(instance.content, sticky_from.settings),
-            slot=identity, non_http_triggers=view.non_http_triggers, workers=app_workers,
+            slot=identity, non_http_triggers=sticky_from.non_http_triggers, workers=app_workers,
             volume_mode=volume_mode))
         objects.append(service(app, slot_name, pointer.instance))
     return [names.stamp(obj) for obj in objects]
 
 
-__all__ = ["HTTP_PORT", "SlotView", "clone_settings", "keys_secret", "production_view", "render_app",
+__all__ = ["HTTP_PORT", "SlotView", "clone_settings", "host_access", "keys_secret", "production_view", "render_app",
            "service", "service_account", "slot_view"]

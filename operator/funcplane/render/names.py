@@ -51,6 +51,16 @@ def host_id(app: str, slot: str) -> str:
     return name if len(name) <= 32 else f"{name[:23]}-{digest([name])[:8]}"
 
 
+def timer_lease(app: str, slot: str) -> str:
+    """The Lease whose holder runs a slot's timers: one per host id, shared by all its pods."""
+    return f"{host_id(app, slot)}-timers"
+
+
+def host_role(app: str) -> str:
+    """The Role (and RoleBinding) that lets an app's hosts hold their slots' timer Leases."""
+    return f"{app}-host"
+
+
 def slot_keys_secret(app: str, slot: str) -> str:
     return f"{slot_service(app, slot)}-keys"
 

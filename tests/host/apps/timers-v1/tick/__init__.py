@@ -9,5 +9,6 @@ import azure.functions as func
 
 def main(timer: func.TimerRequest) -> None:
     with open(os.environ["RUNS_FILE"], "a") as runs:
-        runs.write(json.dumps({"function": "tick", "pastDue": timer.past_due, "at": time.time(),
+        runs.write(json.dumps({"function": "tick", "host": os.environ.get("HOST_TAG"), "pastDue": timer.past_due,
+                               "at": time.time(),
                                "status": timer.schedule_status}) + "\n")
