@@ -112,8 +112,14 @@ def test_rbac_claims_only_what_it_grants(installed: LocalCluster) -> None:
     assert can("watch", "functionapps.funcplane.io", "--all-namespaces")
     assert can("patch", "functionapps.funcplane.io", "--subresource=status", "-n", "anywhere")
     assert can("update", "leases.coordination.k8s.io/funcplane-operator", "-n", "funcplane-system")
-    assert not can("update", "leases.coordination.k8s.io/someone-else", "-n", "funcplane-system")
-    assert not can("create", "leases.coordination.k8s.io", "-n", "kube-system")
+    # The apps' host Roles grant their timer Leases, so the operator holds those verbs (RBAC lets
+    # it grant no more than it holds), and nothing else on Leases.
+    assert can("update", "leases.coordination.k8s.io/shop-timers", "-n", "anywhere")
+    assert not can("delete", "leases.coordination.k8s.io", "-n", "anywhere")
+    assert not can("list", "leases.coordination.k8s.io", "-n", "anywhere")
+    assert can("create", "roles.rbac.authorization.k8s.io", "-n", "anywhere")
+    assert not can("escalate", "roles.rbac.authorization.k8s.io", "-n", "anywhere")
+    assert not can("bind", "clusterroles.rbac.authorization.k8s.io")
     assert not can("delete", "functionapps.funcplane.io", "-n", "anywhere")
     assert not can("create", "pods", "-n", "anywhere")
     assert not can("create", "clusterrolebindings.rbac.authorization.k8s.io")
