@@ -13,7 +13,7 @@ from funcplane.api.functionapp import FunctionApp, FunctionAppStatus
 from funcplane.api.slot import Slot, SlotStatus
 from funcplane.api.workerconfig import WorkerConfig
 from funcplane.render import names
-from funcplane.render.app import clone_settings, keys_secret, production_view, render_app, slot_view
+from funcplane.render.app import app_views, clone_settings, keys_secret, render_app
 from funcplane.render.deploy import admit_slots, plan_deployments
 from funcplane.render.workers import declared_workers, split, workers_for
 
@@ -59,7 +59,7 @@ async def reconcile_app(ctx: Context, namespace: str, app_name: str) -> None:
             if updated:
                 ctx.store.put(updated)
 
-    views = [production_view(app)] + [slot_view(slot) for slot in admission.admitted]
+    views = app_views(app, admission.admitted)
     plan = plan_deployments(app_name, namespace, app.status, [view.request for view in views])
     # Record pointers and deployed content before touching any object: a crash after this point
     # resumes with the same instances, never duplicates them.

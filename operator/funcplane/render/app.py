@@ -44,6 +44,11 @@ def slot_view(slot: Slot) -> SlotView:
                     slot.spec.non_http_triggers)
 
 
+def app_views(app: FunctionApp, admitted: list[Slot]) -> list[SlotView]:
+    """Production first, then the admitted Slots: what render_app and the swap engine both render."""
+    return [production_view(app)] + [slot_view(slot) for slot in admitted]
+
+
 def clone_settings(app: FunctionApp) -> list[Setting]:
     """A new slot's copy of the app's settings (sticky ones included, as Azure does on creation)."""
     return merge_settings(app.spec.settings, [])
@@ -124,5 +129,5 @@ def render_app(app: FunctionApp, views: list[SlotView], workers: list[WorkerSpec
     return [names.stamp(obj) for obj in objects]
 
 
-__all__ = ["HTTP_PORT", "SlotView", "clone_settings", "host_access", "keys_secret", "production_view", "render_app",
+__all__ = ["HTTP_PORT", "SlotView", "app_views", "clone_settings", "host_access", "keys_secret", "production_view", "render_app",
            "service", "service_account", "slot_view"]

@@ -13,7 +13,7 @@ from funcplane.api.workerconfig import WorkerConfig
 from funcplane.controllers.kube import Kube
 from funcplane.controllers.readiness import deployment_rollout
 from funcplane.render import names
-from funcplane.render.app import HTTP_PORT, production_view, render_app, slot_view
+from funcplane.render.app import HTTP_PORT, app_views, render_app
 from funcplane.render.deploy import admit_slots
 from funcplane.render.volumes import VolumeMode
 from funcplane.render.workers import declared_workers
@@ -30,7 +30,7 @@ async def expected_deployments(kube: Kube, app: FunctionApp, slots: list[Slot],
     so a rollout is judged against the template the status asks for, not whatever runs now."""
     namespace = app.metadata["namespace"]
     admission = admit_slots(app.metadata["name"], app.spec, slots)
-    views = [production_view(app)] + [slot_view(slot) for slot in admission.admitted]
+    views = app_views(app, admission.admitted)
     workers = declared_workers(WorkerConfig.model_validate(w) for w in await kube.list("WorkerConfig", namespace))
     expected: dict[str, dict[str, str]] = {}
     for manifest in render_app(app, views, workers, volume_mode):
