@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
@@ -22,3 +23,10 @@ def eventually(probe: Callable[[], T], *, timeout: float = 60.0, interval: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
         time.sleep(interval)
+
+
+def json_lines(path: Path) -> list[Any]:
+    """The records of a JSON-lines file that test functions append to (none while it is missing)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -8,7 +8,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 
 from funcplane_host.app.catalog import FunctionCatalog
 from funcplane_host.app.functions import FunctionDefinition, FunctionDefinitionError
@@ -60,6 +60,7 @@ class FunctionHost:
         self._idle.set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shapes: dict[str, HttpShape] = {}
+        self._background: set[asyncio.Task[Any]] = set()
         self.timers = TimerTriggers(self)
 
     # ---- configuration ----------------------------------------------------------------
@@ -272,6 +273,21 @@ class FunctionHost:
             if not self.active:
                 self._idle.set()
 
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` in the background (admin-requested runs), keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def run_logged(self, invocation: Invocation, what: str) -> InvocationFailed | None:
+        """Invoke for work no caller waits on: a failure is logged and returned, never raised."""
+        try:
+            await self.invoke(invocation)
+            return None
+        except InvocationFailed as failure:
+            logger.error("%s of %s failed: %s %s", what, invocation.definition.name, failure, failure.detail or "")
+            return failure
+
     def _cancel(self, channel: WorkerChannel, invocation_id: str) -> None:
         if not caps.is_enabled(channel.capabilities, caps.HANDLES_INVOCATION_CANCEL_MESSAGE):
             return
@@ -313,13 +329,8 @@ class FunctionHost:
         for definition in list(self.catalog.definitions.values()):
             if definition.trigger_type.lower() != "warmuptrigger" or definition.disabled:
                 continue
-            binding = str(definition.trigger.get("name", "warmupContext"))
-
-            def build(_channel: WorkerChannel, binding: str = binding) -> tuple[list[Any], dict[str, Any]]:
-                return [rpc.ParameterBinding(name=binding, data=rpc.TypedData(json="{}"))], {}
-
             try:
-                await self.invoke(Invocation(definition, build))
+                await self.invoke(Invocation.of_trigger(definition, rpc.TypedData(json="{}")))
             except InvocationFailed as error:
                 failures.append(f"warmup function {definition.name!r}: {error} {error.detail or ''}".strip())
         return not failures, failures

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from funcplane_host.app.functions import FunctionDefinition
+from funcplane_host.protocol import FunctionRpc_pb2 as rpc
 from funcplane_host.workers.channel import WorkerChannel
 
 
@@ -26,3 +27,10 @@ class Invocation:
 
     definition: FunctionDefinition
     build: Callable[[WorkerChannel], tuple[list[Any], dict[str, Any]]]
+
+    @classmethod
+    def of_trigger(cls, definition: FunctionDefinition, data: rpc.TypedData) -> Invocation:
+        """An invocation whose only input is the trigger's value, the same for any worker
+        (warm-up, timer and admin runs; HTTP builds per worker, after its capabilities)."""
+        binding = rpc.ParameterBinding(name=str(definition.trigger["name"]), data=data)
+        return cls(definition, lambda _channel: ([binding], {}))

@@ -12,16 +12,10 @@ from kubernetes import client
 
 from funcplane.api import FunctionApp
 from funcplane.render.app import host_access, production_view
-from support import eventually
+from support import eventually, json_lines
 
 TIMERS_V1 = Path(__file__).resolve().parent / "apps" / "timers-v1"
 LEASE_SECONDS = 3
-
-
-def runs_of(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def host_rbac(cluster, namespace: str) -> None:
@@ -60,7 +54,7 @@ def in_cluster_env(cluster, account_dir: Path, runs: Path, tag: str) -> dict[str
     port = cluster.server.rsplit(":", 1)[1]
     return {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": port,
             "FUNCPLANE_SERVICEACCOUNT_DIR": str(account_dir), "FUNCPLANE_HOST_ID": "shop",
-            "FUNCPLANE_TIMER_LEASE": "shop-timers", "FUNCPLANE_TIMER_LEASE_SECONDS": str(LEASE_SECONDS),
+            "FUNCPLANE_TIMER_LEASE_SECONDS": str(LEASE_SECONDS),
             "RUNS_FILE": str(runs), "TICK_SCHEDULE": "*/1 * * * * *", "HOST_TAG": tag}
 
 
@@ -82,7 +76,7 @@ def test_only_the_lease_holder_runs_timers_and_a_standby_takes_over(
     second = start_host(TIMERS_V1, env=in_cluster_env(cluster, account, runs, "second"))
     second.wait_until(lambda: lock_of(second)["holder"] == lock_of(first)["identity"],
                       "the second host to see the first one holding the lease")
-    first.wait_until(lambda: len([r for r in runs_of(runs) if r["function"] == "tick"]) >= 4, "four runs")
+    first.wait_until(lambda: len([r for r in json_lines(runs) if r["function"] == "tick"]) >= 4, "four runs")
     assert lease_holder(k8s, namespace) == lock_of(first)["identity"]
     assert not lock_of(second)["held"] and lock_of(second)["error"] is None
     second.wait_until(lambda: next(t for t in second.admin("/admin/host/status")["nonHttpTriggers"]["timers"]
@@ -91,8 +85,8 @@ def test_only_the_lease_holder_runs_timers_and_a_standby_takes_over(
     first.process.send_signal(signal.SIGKILL)  # no chance to release: the lease must run out
     first.process.wait()
     second.wait_until(lambda: lock_of(second)["held"], "the standby to take the lease over", LEASE_SECONDS * 5)
-    second.wait_until(lambda: runs_of(runs)[-1]["host"] == "second", "the standby's first run")
-    ticks = [r["host"] for r in runs_of(runs) if r["function"] == "tick"]
+    second.wait_until(lambda: json_lines(runs)[-1]["host"] == "second", "the standby's first run")
+    ticks = [r["host"] for r in json_lines(runs) if r["function"] == "tick"]
     # One holder at a time: the first host's runs, then only the second's, never interleaved.
     switch = ticks.index("second")
     assert set(ticks[:switch]) == {"first"} and set(ticks[switch:]) == {"second"}, ticks
@@ -112,4 +106,4 @@ def test_host_without_the_role_reports_it_and_runs_nothing(cluster, namespace, k
     assert "403" in lock["error"] and "needs get, create and update on this Lease" in lock["error"], lock
     assert lock["held"] is False
     assert host.get("/api/ping").text == "pong"  # HTTP is unaffected
-    assert runs_of(runs) == []
+    assert json_lines(runs) == []

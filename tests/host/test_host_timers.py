@@ -8,16 +8,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from conftest import HOST_APPS, MASTER_KEY, metric_value
+from support import json_lines
 
 TIMERS_V1 = HOST_APPS / "timers-v1"
 TIMERS_V2 = HOST_APPS / "timers-v2"
 
 
 def runs_in(path: Path, function: str | None = None) -> list[dict]:
-    if not path.exists():
-        return []
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [line for line in lines if function is None or line["function"] == function]
+    return [line for line in json_lines(path) if function is None or line["function"] == function]
 
 
 def timer_status(host, name: str) -> dict | None:

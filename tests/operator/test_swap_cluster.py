@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from support import REPO, eventually
+from support import REPO, eventually, json_lines
 
 APP = "shop"
 PHASES_BEFORE_FLIP = ("ApplyingTargetSettings", "WarmingUp")
@@ -493,7 +493,7 @@ def test_timers_run_in_one_pod_of_the_slot_and_follow_it_through_a_swap(shop: Sh
     runs = tmp_path / "timer-runs.jsonl"
 
     def recorded() -> list[dict[str, Any]]:
-        return [json.loads(line) for line in runs.read_text().splitlines()] if runs.exists() else []
+        return json_lines(runs)
 
     objects = manifests(replicas=2)
     for resource in objects[2:]:

@@ -111,7 +111,8 @@ def test_only_hosts_that_run_timers_get_a_token_and_a_role_for_their_slots_lease
     pods = {s: deployment_of(objects, app, s)["spec"]["template"]["spec"] for s in (PRODUCTION, "staging", "qa")}
     assert {s: p["automountServiceAccountToken"] for s, p in pods.items()} == \
         {PRODUCTION: True, "staging": False, "qa": True}
-    leases = {s: env_of(deployment_of(objects, app, s))["FUNCPLANE_TIMER_LEASE"]["value"] for s in pods}
+    # The host names its timer Lease after its host id; the Role must allow exactly those names.
+    leases = {s: env_of(deployment_of(objects, app, s))["FUNCPLANE_HOST_ID"]["value"] + "-timers" for s in pods}
     assert leases == {PRODUCTION: "shop-timers", "staging": "shop-staging-timers", "qa": "shop-qa-timers"}
     role, binding = objects[("Role", "shop-host")], objects[("RoleBinding", "shop-host")]
     named = next(rule for rule in role["rules"] if "resourceNames" in rule)

@@ -26,9 +26,13 @@ class FunctionCatalog:
         self.worker_indexed: set[str] = set()
         self._indexed_languages: set[str] = set()
 
+    def find(self, name: str) -> FunctionDefinition | None:
+        """A function by name; names are case-insensitive, as on Azure."""
+        key = name.lower()
+        return next((d for n, d in self.definitions.items() if n.lower() == key), None)
+
     def add(self, definition: FunctionDefinition) -> None:
-        key = definition.name.lower()
-        if key in {name.lower() for name in self.definitions}:
+        if self.find(definition.name) is not None:
             self.record_error(FunctionError(definition.name, "a function with this name already exists", "index"))
             return
         self.definitions[definition.name] = definition

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 from typing import Any
 
 from aiohttp import web
 
 from funcplane_host.host import FunctionHost
-from funcplane_host.invocation import Invocation, InvocationFailed
+from funcplane_host.invocation import Invocation
 from funcplane_host.protocol import FunctionRpc_pb2 as rpc
-from funcplane_host.workers.channel import WorkerChannel
 from funcplane_host.http.auth import presented_key
 from funcplane_host.http.triggers import error_response
 from funcplane_host.metrics import CONTENT_TYPE
 
 DEFAULT_DRAIN_TIMEOUT = 30.0
 _LOOPBACK = ("127.0.0.1", "::1")
-logger = logging.getLogger("funcplane.host.admin")
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -29,7 +25,6 @@ def _json(payload: Any, status: int = 200) -> web.Response:
 class AdminHandlers:
     def __init__(self, host: FunctionHost) -> None:
         self.host = host
-        self._background: set[asyncio.Task[None]] = set()
 
     def _is_admin(self, request: web.Request) -> bool:
         return self.host.keys.is_master(presented_key(request))
@@ -76,7 +71,7 @@ class AdminHandlers:
             return self._denied()
         host = self.host
         name = request.match_info["name"]
-        definition = next((d for n, d in host.catalog.definitions.items() if n.lower() == name.lower()), None)
+        definition = host.catalog.find(name)
         if definition is None:
             return error_response(404, f"no function named {name!r}")
         if definition.http is not None:
@@ -90,20 +85,7 @@ class AdminHandlers:
         except ValueError:
             return error_response(400, 'body must be JSON like {"input": "..."}')
         value = payload.get("input", "") if isinstance(payload, dict) else ""
-        binding = str(definition.trigger.get("name", "input"))
-
-        def build(_channel: WorkerChannel) -> tuple[list[Any], dict[str, Any]]:
-            return [rpc.ParameterBinding(name=binding, data=rpc.TypedData(string=str(value)))], {}
-
-        async def run() -> None:
-            try:
-                await host.invoke(Invocation(definition, build))
-            except InvocationFailed as failure:
-                logger.error("manual run of %s failed: %s %s", definition.name, failure, failure.detail or "")
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._background.add(task)  # keep a reference until it ends
-        task.add_done_callback(self._background.discard)
+        host.spawn(host.run_logged(Invocation.of_trigger(definition, rpc.TypedData(string=str(value))), "manual run"))
         return _json({"function": definition.name, "accepted": True}, 202)
 
     async def metrics(self, request: web.Request) -> web.Response:

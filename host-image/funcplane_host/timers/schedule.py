@@ -107,8 +107,7 @@ class CronSchedule:
         zone = moment.tzinfo
         # Walk local wall-clock time field by field, jumping whole units where a field cannot match.
         wall = moment.replace(tzinfo=None, microsecond=0) + timedelta(seconds=1)
-        limit = wall.replace(year=wall.year + SEARCH_YEARS) if not (wall.month == 2 and wall.day == 29) \
-            else wall + timedelta(days=365 * SEARCH_YEARS)
+        limit = wall + timedelta(days=366 * SEARCH_YEARS)
         while wall < limit:
             if wall.month not in self.months:
                 wall = (wall.replace(day=1, hour=0, minute=0, second=0) + timedelta(days=32)).replace(day=1)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from funcplane_host.app.functions import FunctionDefinition
 from funcplane_host.app.indexing import FunctionError
-from funcplane_host.invocation import Invocation, InvocationFailed
+from funcplane_host.invocation import Invocation
 from funcplane_host.protocol import FunctionRpc_pb2 as rpc
 from funcplane_host.timers.schedule import (
     Schedule,
@@ -30,7 +30,6 @@ from funcplane_host.timers.schedule import (
     zone_named,
 )
 from funcplane_host.timers.singleton import ApiAccess, LeaseConfigError, TimerLease, lease_seconds
-from funcplane_host.workers.channel import WorkerChannel
 
 if TYPE_CHECKING:
     from funcplane_host.host import FunctionHost
@@ -98,13 +97,12 @@ class TimerTriggers:
         self.timers: dict[str, TimerState] = {}
         self.zone: tzinfo | None = None
         self._task: asyncio.Task[None] | None = None
-        self._manual_runs: set[asyncio.Task[bool]] = set()
         self.lease: TimerLease | None = None
         try:
             access = ApiAccess.from_environment(host.environment)
             if access is not None:
-                name = host.environment.get("FUNCPLANE_TIMER_LEASE") or f"{settings.host_id.lower()}-timers"
-                self.lease = TimerLease(access, name, lease_seconds(host.environment))
+                # The operator's Role for the app allows exactly this name (render.names.timer_lease).
+                self.lease = TimerLease(access, f"{settings.host_id.lower()}-timers", lease_seconds(host.environment))
         except LeaseConfigError as error:
             host.config_errors.append(str(error))
 
@@ -199,25 +197,17 @@ class TimerTriggers:
             else:
                 state.skipped += 1  # another pod of this slot holds the lease and runs it
 
-    async def fire(self, state: TimerState, *, past_due: bool = False) -> bool:
-        """Run the function once now; True when it succeeded. Failures are logged, never raised."""
+    async def fire(self, state: TimerState, *, past_due: bool = False) -> None:
+        """Run the function once now. Failures are logged and kept in the status, never raised."""
         started = datetime.now(self.zone)
         info = json.dumps({"Schedule": {"AdjustForDST": True}, "ScheduleStatus": state.schedule_status(),
                            "IsPastDue": past_due})
-        binding = str(state.definition.trigger.get("name", "timer"))
-
-        def build(_channel: WorkerChannel) -> tuple[list[Any], dict[str, Any]]:
-            return [rpc.ParameterBinding(name=binding, data=rpc.TypedData(json=info))], {}
-
         state.running = True
         try:
-            await self.host.invoke(Invocation(state.definition, build))
-            state.last_result = "succeeded"
-            return True
-        except InvocationFailed as failure:
-            state.last_result = f"failed: {failure}" + (f": {failure.detail}" if failure.detail else "")
-            logger.error("timer %s run failed: %s", state.name, state.last_result)
-            return False
+            failure = await self.host.run_logged(
+                Invocation.of_trigger(state.definition, rpc.TypedData(json=info)), "timer run")
+            state.last_result = "succeeded" if failure is None else \
+                f"failed: {failure}" + (f": {failure.detail}" if failure.detail else "")
         finally:
             state.running = False
             state.runs += 1
@@ -269,9 +259,7 @@ class TimerTriggers:
         state = self.timers.get(name)
         if state is None:
             return False
-        task = asyncio.get_running_loop().create_task(self.fire(state))
-        self._manual_runs.add(task)  # keep a reference until it ends
-        task.add_done_callback(self._manual_runs.discard)
+        self.host.spawn(self.fire(state))
         return True
 
     def as_json(self) -> dict[str, Any]:

@@ -49,11 +49,10 @@ class ApiAccess:
         if not host or not (account / "token").is_file():
             return None
         namespace_file = account / "namespace"
-        namespace = env.get("FUNCPLANE_NAMESPACE") or (
-            namespace_file.read_text().strip() if namespace_file.is_file() else "")
+        namespace = namespace_file.read_text().strip() if namespace_file.is_file() else ""
         if not namespace:
-            raise LeaseConfigError(f"{namespace_file} is missing and FUNCPLANE_NAMESPACE is not set; the timer "
-                                   "lock needs the pod's namespace")
+            raise LeaseConfigError(f"{namespace_file} is missing or empty; the timer lock needs the pod's "
+                                   "namespace (mount the service-account token as Kubernetes does)")
         server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
         return cls(server, account / "token", account / "ca.crt", namespace)
 

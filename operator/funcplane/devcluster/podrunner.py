@@ -3,8 +3,8 @@
 kwok simulates pods; nothing runs in them. For the demo and for tests that need a real host behind
 a pod (swap warm-ups, requests through a Service's endpoints), this runner plays the kubelet's part
 for pods labelled ``funcplane.io/app``: it materializes the pod's ConfigMap, Secret, emptyDir and
-projected volumes (service-account tokens from the TokenRequest API) under a per-pod directory, resolves its environment (values, ConfigMap/Secret references,
-the downward API), starts ``funcplane-host`` bound to the pod's own IP (the pod CIDR is made local
+projected volumes (service-account tokens from the TokenRequest API) under a per-pod directory,
+resolves its environment (values, ConfigMap/Secret references, the downward API), starts ``funcplane-host`` bound to the pod's own IP (the pod CIDR is made local
 on the loopback device) and, when the pod goes away, runs the preStop drain before stopping it.
 
 Volumes it cannot provide locally (image volumes, PVCs) are reported on the pod as a Warning event
@@ -191,7 +191,7 @@ class PodRunner:
                         self._write_items(target, {path: self._pod_token(pod, projection)}, None)
                         continue
                     if projection.downward_api is not None:
-                        fields = {"metadata.namespace": self.namespace, "metadata.name": pod.metadata.name}
+                        fields = self._pod_fields(pod)
                         for item in projection.downward_api.items or []:
                             if item.field_ref is not None and item.field_ref.field_path in fields:
                                 self._write_items(target, {item.path: fields[item.field_ref.field_path].encode()}, None)
@@ -209,6 +209,11 @@ class PodRunner:
                                      "use a ConfigMap for the app's code to run it on the local cluster")
             mounts[mount.mount_path.rstrip("/") or "/"] = target
         return mounts
+
+    def _pod_fields(self, pod: client.V1Pod) -> dict[str, str]:
+        """The downward API's fields, for environment variables and projected volumes alike."""
+        return {"metadata.name": pod.metadata.name, "metadata.namespace": self.namespace,
+                "status.podIP": pod.status.pod_ip, "spec.nodeName": pod.spec.node_name or ""}
 
     def _pod_token(self, pod: client.V1Pod, projection: Any) -> bytes:
         token = projection.service_account_token
@@ -240,8 +245,7 @@ class PodRunner:
             elif source.secret_ref is not None:
                 data = self._api.read_namespaced_secret(source.secret_ref.name, self.namespace).data or {}
                 env |= {prefix + k: base64.b64decode(v).decode() for k, v in data.items()}
-        fields = {"metadata.name": pod.metadata.name, "metadata.namespace": self.namespace,
-                  "status.podIP": pod.status.pod_ip, "spec.nodeName": pod.spec.node_name or ""}
+        fields = self._pod_fields(pod)
         for var in container.env or []:
             if var.value_from is None:
                 env[var.name] = _relocate(var.value or "", mounts)

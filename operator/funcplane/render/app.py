@@ -129,5 +129,5 @@ def render_app(app: FunctionApp, views: list[SlotView], workers: list[WorkerSpec
     return [names.stamp(obj) for obj in objects]
 
 
-__all__ = ["HTTP_PORT", "SlotView", "app_views", "clone_settings", "host_access", "keys_secret", "production_view", "render_app",
-           "service", "service_account", "slot_view"]
+__all__ = ["HTTP_PORT", "SlotView", "app_views", "clone_settings", "host_access", "keys_secret", "production_view",
+           "render_app", "service", "service_account", "slot_view"]

@@ -78,7 +78,6 @@ def _env(request: InstanceRequest) -> list[dict[str, Any]]:
         {"name": "FUNCPLANE_HOST_ID", "value": names.host_id(request.app_name, request.slot)},
         {"name": "FUNCPLANE_SLOT_NAME", "value": request.slot},
         {"name": "FUNCPLANE_NON_HTTP_TRIGGERS", "value": "true" if request.non_http_triggers else "false"},
-        {"name": "FUNCPLANE_TIMER_LEASE", "value": names.timer_lease(request.app_name, request.slot)},
         {"name": "FUNCPLANE_WORKER_CONFIG", "value": f"{WORKER_CONFIG_DIR}/workers.json"},
         {"name": "FUNCPLANE_HOST_JSON_OVERRIDE", "value": f"{HOST_CONFIG_DIR}/host.json"},
         {"name": "FUNCPLANE_KEYS_FILE", "value": f"{KEYS_DIR}/keys.json"},

@@ -52,7 +52,8 @@ def host_id(app: str, slot: str) -> str:
 
 
 def timer_lease(app: str, slot: str) -> str:
-    """The Lease whose holder runs a slot's timers: one per host id, shared by all its pods."""
+    """The Lease whose holder runs a slot's timers: one per host id, shared by all its pods. The host
+    derives the same name from its host id (funcplane_host.timers.scheduler)."""
     return f"{host_id(app, slot)}-timers"
 
 
