@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from funcplane.controllers.kube import KINDS, OWNED_KINDS
+from funcplane.kube.client import KINDS, OWNED_KINDS
 from funcplane.devcluster.binaries import ensure
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,10 +17,10 @@ from funcplane.render.app import app_views, clone_settings, keys_secret, render_
 from funcplane.render.deploy import admit_slots, plan_deployments
 from funcplane.render.workers import declared_workers, split, workers_for
 
-from . import conditions
-from .conditions import condition
+from funcplane.api import conditions
+from funcplane.api.conditions import condition
 from .context import Context
-from .readiness import deployment_rollout
+from funcplane.render.readiness import deployment_rollout
 
 logger = logging.getLogger(__name__)
 

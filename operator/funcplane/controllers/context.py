@@ -1,14 +1,24 @@
-"""What the reconcilers share: the API façade, the object store, the work queue, cluster facts."""
+"""What the reconcilers share: the API façade, the object store, the work queue, the swap engine,
+cluster facts.
+
+The queue's keys are `(kind, namespace, name)`: `app` reconciles a FunctionApp with its Slots,
+`workers` the WorkerConfig statuses of a namespace, `swap` one tick of an app's swap engine.
+Which function handles a key is given to the constructor (`dispatch.dispatch`), so that this
+module, imported by every reconciler, imports none of them.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from funcplane.render.volumes import VolumeMode
+from collections.abc import Awaitable, Callable, Hashable
 
-from .kube import Kube
-from .store import Store
-from .workqueue import WorkQueue
+from funcplane.render.volumes import VolumeMode
+from funcplane.swap.engine import SwapEngine
+
+from funcplane.kube.client import Kube
+from funcplane.kube.store import Store
+from funcplane.kube.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
 
@@ -18,15 +28,15 @@ VOLUME_MODE_ENV = "FUNCPLANE_WORKER_VOLUME_MODE"  # auto | image | copy
 
 APP = "app"
 WORKERS = "workers"
+SWAP = "swap"
 
 
 class Context:
-    def __init__(self, kube: Kube | None = None) -> None:
-        from .dispatch import dispatch  # the reconcilers import Context
-
+    def __init__(self, dispatch: Callable[[Context, Hashable], Awaitable[None]], kube: Kube | None = None) -> None:
         self.kube = kube or Kube()
         self.store = Store(self.kube)
         self.queue = WorkQueue(lambda key: dispatch(self, key))
+        self.swap_engine = SwapEngine(self)
         self._volume_mode: VolumeMode | None = None
         self._primed: set[str] = set()
 
@@ -37,6 +47,8 @@ class Context:
         if namespace not in self._primed:
             self._primed.add(namespace)
             self.queue_apps_of(namespace)
+            for app in self.store.list("FunctionApp", namespace):
+                self.queue_swap(namespace, app["metadata"]["name"])
             for slot in self.store.list("Slot", namespace):
                 if slot.get("spec", {}).get("appRef"):
                     self.queue_app(namespace, slot["spec"]["appRef"])
@@ -57,6 +69,9 @@ class Context:
 
     def queue_app(self, namespace: str, name: str) -> None:
         self.queue.add((APP, namespace, name))
+
+    def queue_swap(self, namespace: str, app: str) -> None:
+        self.queue.add((SWAP, namespace, app))
 
     def queue_worker_status(self, namespace: str) -> None:
         self.queue.add((WORKERS, namespace, ""))

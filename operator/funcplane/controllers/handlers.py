@@ -16,6 +16,7 @@ from funcplane.api.base import GROUP, VERSION
 from funcplane.render.names import LABEL_APP, LABEL_MANAGED_BY, MANAGED_BY
 
 from .context import Context
+from .dispatch import dispatch
 
 _context: Context | None = None
 _context_loop: asyncio.AbstractEventLoop | None = None
@@ -27,7 +28,7 @@ def context() -> Context:
     global _context, _context_loop
     loop = asyncio.get_running_loop()
     if _context is None or _context_loop is not loop:
-        _context, _context_loop = Context(), loop
+        _context, _context_loop = Context(dispatch), loop
     return _context
 
 
@@ -53,6 +54,7 @@ async def function_app_event(event: dict[str, Any], body: Any, namespace: str, n
     if _observe("FunctionApp", event, body) is not None:
         context().queue_app(namespace, name)
         context().queue_worker_status(namespace)
+        context().queue_swap(namespace, name)
 
 
 @kopf.on.event(GROUP, VERSION, "slots")
@@ -61,6 +63,7 @@ async def slot_event(event: dict[str, Any], body: Any, namespace: str, **_: Any)
     app = (raw or {}).get("spec", {}).get("appRef")
     if app:
         context().queue_app(namespace, app)
+        context().queue_swap(namespace, app)
 
 
 @kopf.on.event(GROUP, VERSION, "workerconfigs")
@@ -102,5 +105,3 @@ async def stop_reconcilers(**_: Any) -> None:
         await _context.queue.stop()
         _context = None
 
-
-from . import swap as _swap  # noqa: E402,F401  (registers the swap engine; it imports context() from here)

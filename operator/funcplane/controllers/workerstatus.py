@@ -6,8 +6,8 @@ from funcplane.api.functionapp import FunctionApp
 from funcplane.api.workerconfig import WorkerConfig, WorkerConfigStatus, WorkerRollout
 from funcplane.render.workers import declared_workers
 
-from . import conditions
-from .conditions import condition
+from funcplane.api import conditions
+from funcplane.api.conditions import condition
 from .context import Context
 
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from funcplane.api import PRODUCTION
 from funcplane.api.functionapp import FunctionApp, FunctionAppStatus
 from funcplane.api.slot import Slot
-from funcplane.controllers.context import Context
+from funcplane.kube.client import Kube
+from funcplane.kube.store import Store
 from funcplane.render import names
+from funcplane.render.volumes import VolumeMode
 
 from . import observe
 from .journal import SwapJournal, SwapRecord
@@ -29,6 +31,17 @@ logger = logging.getLogger("funcplane.swap")
 
 ANNOTATION_REQUESTED_BY = "funcplane.io/swap-requested-by"
 MAX_PHASES_PER_TICK = 6
+
+
+class SwapServices(Protocol):
+    """What the engine needs from whoever runs it (the reconcilers' context), and nothing more."""
+
+    kube: Kube
+    store: Store
+
+    async def volume_mode(self) -> VolumeMode: ...
+
+    def queue_app(self, namespace: str, name: str) -> None: ...
 
 
 def layout_of(status: FunctionAppStatus) -> Layout:
@@ -76,7 +89,7 @@ def status_of(record: SwapRecord) -> dict[str, Any]:
 
 
 class SwapEngine:
-    def __init__(self, ctx: Context, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ctx: SwapServices, clock: Callable[[], float] = time.time) -> None:
         self.ctx = ctx
         self.kube = ctx.kube
         self.journals = JournalStore(ctx.kube)

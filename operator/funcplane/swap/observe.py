@@ -10,8 +10,8 @@ import aiohttp
 from funcplane.api.functionapp import FunctionApp, Warmup
 from funcplane.api.slot import Slot
 from funcplane.api.workerconfig import WorkerConfig
-from funcplane.controllers.kube import Kube
-from funcplane.controllers.readiness import deployment_rollout
+from funcplane.kube.client import Kube
+from funcplane.render.readiness import deployment_rollout
 from funcplane.render import names
 from funcplane.render.app import HTTP_PORT, app_views, render_app
 from funcplane.render.deploy import admit_slots

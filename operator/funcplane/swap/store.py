@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from funcplane.controllers.kube import KINDS, Conflict, Kube
+from funcplane.kube.client import KINDS, Conflict, Kube
 from funcplane.render import names
 
 from .journal import SwapJournal

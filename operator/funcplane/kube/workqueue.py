@@ -20,6 +20,7 @@ class WorkQueue:
         self._again: set[Hashable] = set()
         self._failures: dict[Hashable, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._delayed: dict[Hashable, asyncio.TimerHandle] = {}
         self._workers = workers
 
     def start(self) -> None:
@@ -27,6 +28,9 @@ class WorkQueue:
             self._tasks = [asyncio.ensure_future(self._run()) for _ in range(self._workers)]
 
     async def stop(self) -> None:
+        for timer in self._delayed.values():  # a delayed re-add must not restart a stopped queue
+            timer.cancel()
+        self._delayed.clear()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -41,7 +45,19 @@ class WorkQueue:
             self._queue.put_nowait(key)
 
     def add_after(self, key: Hashable, delay: float) -> None:
-        asyncio.get_running_loop().call_later(delay, self.add, key)
+        """Add `key` after `delay` seconds; a key keeps one delayed add, the earliest asked for."""
+        loop = asyncio.get_running_loop()
+        earlier = self._delayed.get(key)
+        if earlier is not None:
+            if earlier.when() <= loop.time() + delay:
+                return
+            earlier.cancel()
+
+        def fire() -> None:
+            del self._delayed[key]
+            self.add(key)
+
+        self._delayed[key] = loop.call_later(delay, fire)
 
     def idle(self) -> bool:
         return not self._pending and not self._running

@@ -9,7 +9,7 @@ from typing import Any
 
 from funcplane.render.names import LABEL_APP, LABEL_MANAGED_BY, MANAGED_BY
 
-from .kube import KINDS, OWNED_KINDS, Kube
+from .client import KINDS, OWNED_KINDS, Kube
 
 Key = tuple[str, str, str]  # kind, namespace, name
 

@@ -1,0 +1,42 @@
+"""The import layers written down in `.importlinter` hold, and a new cycle would break them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from support import REPO
+
+CONFIG = REPO / ".importlinter"
+PACKAGES = (REPO / "operator" / "funcplane", REPO / "host-image" / "funcplane_host")
+
+
+def lint_imports(cwd: Path, extra_path: Path | None = None) -> subprocess.CompletedProcess[str]:
+    command = Path(sys.executable).with_name("lint-imports")
+    assert command.exists(), f"{command} is missing: install the test extra (pip install -e '.[test]')"
+    env = dict(os.environ)
+    if extra_path is not None:  # the copied packages come first, before the installed ones
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(extra_path), env.get("PYTHONPATH")]))
+    return subprocess.run([str(command), "--config", str(CONFIG), "--no-cache"], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_import_layers_are_kept() -> None:
+    result = lint_imports(REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_an_import_from_a_higher_layer_breaks_the_contract(tmp_path: Path) -> None:
+    for package in PACKAGES:
+        shutil.copytree(package, tmp_path / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+    store = tmp_path / "funcplane" / "kube" / "store.py"
+    # The cycle this layering removed: the client plumbing reaching back up into the reconcilers.
+    store.write_text(store.read_text() + "\nfrom funcplane.controllers import context as _context  # noqa\n")
+    result = lint_imports(tmp_path, extra_path=tmp_path)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Operator: command line > reconcilers" in result.stdout and "BROKEN" in result.stdout, result.stdout
+    assert "funcplane.kube.store -> funcplane.controllers.context" in result.stdout, result.stdout
