@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel
 
 from .base import GROUP, VERSION
+from .conditions import READY
 from .functionapp import FunctionAppSpec, FunctionAppStatus
 from .slot import SlotSpec, SlotStatus
 from .workerconfig import WorkerConfigSpec, WorkerConfigStatus
@@ -47,7 +48,7 @@ def _age() -> dict[str, Any]:
 
 
 def _ready() -> dict[str, Any]:
-    return {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'}
+    return {"name": READY, "type": "string", "jsonPath": f'.status.conditions[?(@.type=="{READY}")].status'}
 
 
 RESOURCES: tuple[ResourceDefinition, ...] = (

@@ -9,13 +9,13 @@ from pydantic import ConfigDict, Field
 from .base import (
     FREE_FORM,
     QUANTITY,
-    Condition,
     FileSource,
     Model,
     Setting,
     cel,
     validations,
 )
+from .conditions import DEGRADED, PROGRESSING, READY, ConditionedStatus, Reason, condition
 
 Plan = Literal["consumption", "premium", "dedicated"]
 
@@ -142,9 +142,7 @@ class InstanceStatus(Model):
     workers: dict[str, int] = Field(default_factory=dict, description="Declared worker -> pods that run it.")
 
 
-class FunctionAppStatus(Model):
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+class FunctionAppStatus(ConditionedStatus):
     slots: dict[str, SlotPointer] = Field(default_factory=dict, description="Slot name -> instance pointer.")
     instances: dict[str, InstanceStatus] = Field(default_factory=dict, description="Instance id -> what it runs.")
     active_instance: str | None = Field(None, description="Instance the production slot points to.")
@@ -152,6 +150,32 @@ class FunctionAppStatus(Model):
     replicas: int = Field(0, description="Pods of the production instance (scale subresource).")
     selector: str | None = Field(None, description="Label selector of the production instance's pods.")
     hostname: str | None = None
+
+    def mark_rollout(self, not_ready: list[str], progressing: list[str], stalled: list[str],
+                     generation: int | None) -> None:
+        """Ready, Progressing and Degraded from the slots' rollouts; each list describes what is in that state."""
+        self.observed_generation = generation
+        self.set_conditions(
+            condition(READY, not not_ready, Reason.INSTANCES_NOT_READY if not_ready else Reason.ALL_INSTANCES_READY,
+                      "not ready: " + ", ".join(not_ready) if not_ready else "every slot's instance is ready",
+                      generation),
+            condition(PROGRESSING, bool(progressing), Reason.ROLLING_OUT if progressing else Reason.STABLE,
+                      ("rolling out: " + ", ".join(progressing)) if progressing else "no rollout in progress",
+                      generation),
+            condition(DEGRADED, bool(stalled), Reason.ROLLOUT_STALLED if stalled else Reason.AS_EXPECTED,
+                      "; ".join(stalled) if stalled else "", generation),
+        )
+
+    def mark_invalid_spec(self, message: str, generation: int | None) -> None:
+        self.set_conditions(condition(DEGRADED, True, Reason.INVALID_SPEC, message[:1000], generation))
+
+    def status_patch(self, before: ConditionedStatus) -> dict[str, Any]:
+        """The whole status, with slots and instances that are gone removed."""
+        wire = self.wire()
+        for key in ("slots", "instances"):
+            for gone in set(getattr(before, key, {})) - set(getattr(self, key)):
+                wire.setdefault(key, {})[gone] = None
+        return wire
 
 
 class FunctionApp(Model):

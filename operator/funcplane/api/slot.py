@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from .base import DNS1123_LABEL, IMMUTABLE, Condition, Model, Setting, cel, validations
+from .base import DNS1123_LABEL, IMMUTABLE, Model, Setting, cel, validations
+from .conditions import READY, ConditionedStatus, Reason, condition
 from .functionapp import SlotContent
 
 
@@ -53,15 +54,42 @@ class SwapStatus(Model):
     message: str | None = None
 
 
-class SlotStatus(Model):
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+class SlotStatus(ConditionedStatus):
     instance: str | None = Field(None, description="Instance this slot points to.")
     service: str | None = None
     hostname: str | None = None
     cloned_settings: list[Setting] | None = Field(
         None, description="The app's settings cloned at creation (spec settings override them by name).")
     swap: SwapStatus | None = None
+
+    def mark_app_not_found(self, app: str, namespace: str, generation: int | None) -> None:
+        self.observed_generation = generation
+        self.set_conditions(condition(READY, False, Reason.APP_NOT_FOUND,
+                                      f"FunctionApp {app!r} does not exist in namespace {namespace!r}; "
+                                      "waiting for it to be created", generation))
+
+    def mark_refused(self, reason: str, message: str, generation: int | None) -> None:
+        """Not admitted by its app (a slot limit, a duplicate name): it points to no instance."""
+        self.observed_generation = generation
+        self.instance = self.service = self.hostname = None
+        self.set_conditions(condition(READY, False, reason, message, generation))
+
+    def mark_instance(self, instance: str, service: str, hostname: str, *, ready: bool, ready_replicas: int,
+                      replicas: int, generation: int | None) -> None:
+        self.observed_generation = generation
+        self.instance, self.service, self.hostname = instance, service, hostname
+        message = (f"instance {instance} ready ({ready_replicas}/{replicas})" if ready
+                   else f"instance {instance}: {ready_replicas}/{replicas} pods ready")
+        self.set_conditions(condition(READY, ready, Reason.INSTANCE_READY if ready else Reason.INSTANCE_NOT_READY,
+                                      message, generation))
+
+    def status_patch(self, before: ConditionedStatus) -> dict[str, Any]:
+        """Everything but `swap` (the swap engine's); a slot that points nowhere clears its pointer fields."""
+        patch = self.wire()
+        patch.pop("swap", None)
+        for field in ("instance", "service", "hostname"):
+            patch.setdefault(field, None)
+        return patch
 
 
 class Slot(Model):

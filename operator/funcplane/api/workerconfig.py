@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import Field
 
-from .base import FREE_FORM, Condition, FileSource, Model
+from .base import FREE_FORM, FileSource, Model
+from .conditions import READY, ConditionedStatus, Reason, condition
 
 SITE_EXTENSIONS = "/siteextensions"
 
@@ -51,10 +52,16 @@ class WorkerRollout(Model):
     pods_total: int = 0
 
 
-class WorkerConfigStatus(Model):
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+class WorkerConfigStatus(ConditionedStatus):
     workers: list[WorkerRollout] = Field(default_factory=list)
+
+    def mark_applied(self, shadowed: list[str], generation: int | None) -> None:
+        """Ready unless some of its workers are shadowed by an older WorkerConfig declaring the same names."""
+        self.observed_generation = generation
+        self.set_conditions(condition(
+            READY, not shadowed, Reason.NAME_CONFLICT if shadowed else Reason.APPLIED,
+            f"workers {', '.join(shadowed)} are declared by an older WorkerConfig, which wins" if shadowed else
+            "workers applied to the apps of their language", generation))
 
 
 class WorkerConfig(Model):

@@ -9,18 +9,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from funcplane.api import PRODUCTION
+from funcplane.api.conditions import DEGRADED, READY
 from funcplane.api.functionapp import FunctionApp, FunctionAppStatus
 from funcplane.api.slot import Slot, SlotStatus
 from funcplane.api.workerconfig import WorkerConfig
+from funcplane.kube.status import write_status
 from funcplane.render import names
 from funcplane.render.app import app_views, clone_settings, keys_secret, render_app
 from funcplane.render.deploy import admit_slots, plan_deployments
+from funcplane.render.readiness import deployment_rollout
 from funcplane.render.workers import declared_workers, split, workers_for
 
-from funcplane.api import conditions
-from funcplane.api.conditions import condition
 from .context import Context
-from funcplane.render.readiness import deployment_rollout
 
 logger = logging.getLogger(__name__)
 
@@ -36,38 +36,35 @@ async def reconcile_app(ctx: Context, namespace: str, app_name: str) -> None:
     slot_bodies = _slots_of(ctx, namespace, app_name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         for slot_body in slot_bodies:
-            await _set_slot_status(ctx, slot_body, SlotStatus.model_validate(slot_body.get("status") or {}), [
-                condition("Ready", False, "AppNotFound",
-                          f"FunctionApp {app_name!r} does not exist in namespace {namespace!r}; "
-                          "waiting for it to be created", slot_body["metadata"].get("generation"))])
+            status = SlotStatus.model_validate(slot_body.get("status") or {})
+            status.mark_app_not_found(app_name, namespace, slot_body["metadata"].get("generation"))
+            await _write_slot_status(ctx, slot_body, status)
         return
     try:
         app = FunctionApp.model_validate(body)
         slots = [Slot.model_validate(s) for s in slot_bodies]
     except ValidationError as error:
-        await _degraded(ctx, body, f"invalid spec: {error}")
+        status = FunctionAppStatus.model_validate(body.get("status") or {})
+        status.mark_invalid_spec(f"invalid spec: {error}", body["metadata"].get("generation"))
+        await write_status(ctx.kube, ctx.store, body, status, announce=(READY, DEGRADED))
         return
     generation = body["metadata"].get("generation")
     admission = admit_slots(app_name, app.spec, slots)
 
     # A new slot clones the app's settings once, at creation (recorded in its status).
-    for slot in admission.admitted:
-        if slot.spec.clone_settings_from_app and slot.status.cloned_settings is None:
+    admitted = {id(slot) for slot in admission.admitted}
+    for slot, slot_body in zip(slots, slot_bodies):
+        if id(slot) in admitted and slot.spec.clone_settings_from_app and slot.status.cloned_settings is None:
             slot.status.cloned_settings = clone_settings(app)
-            updated = await ctx.kube.patch_status("Slot", namespace, slot.metadata["name"], {
-                "clonedSettings": [s.wire() for s in slot.status.cloned_settings]})
-            if updated:
-                ctx.store.put(updated)
+            await write_status(ctx.kube, ctx.store, slot_body, slot.status,
+                               patch={"clonedSettings": [s.wire() for s in slot.status.cloned_settings]})
 
     views = app_views(app, admission.admitted)
     plan = plan_deployments(app_name, namespace, app.status, [view.request for view in views])
     # Record pointers and deployed content before touching any object: a crash after this point
     # resumes with the same instances, never duplicates them.
     if _pointers(plan.status) != _pointers(app.status):
-        stored = await ctx.kube.patch_status("FunctionApp", namespace, app_name, _full_status(plan.status, app.status),
-                                             resource_version=body["metadata"]["resourceVersion"])
-        if stored:
-            ctx.store.put(stored)
+        await write_status(ctx.kube, ctx.store, body, plan.status, locked=True)
     app.status = plan.status
     for deployment in plan.deployments:
         target = body if deployment.slot == PRODUCTION else next(
@@ -152,93 +149,32 @@ async def _update_app_status(ctx: Context, body: dict[str, Any], app: FunctionAp
             stalled.append(rollout.stalled)
     production = status.slots.get(PRODUCTION)
     status.replicas = status.instances[production.instance].ready_replicas if production else 0
-    status.observed_generation = generation
-    wanted = [
-        condition("Ready", not not_ready, "AllInstancesReady" if not not_ready else "InstancesNotReady",
-                  "every slot's instance is ready" if not not_ready else "not ready: " + ", ".join(not_ready),
-                  generation),
-        condition("Progressing", bool(progressing), "RollingOut" if progressing else "Stable",
-                  ("rolling out: " + ", ".join(progressing)) if progressing else "no rollout in progress", generation),
-        condition("Degraded", bool(stalled), "RolloutStalled" if stalled else "AsExpected",
-                  "; ".join(stalled) if stalled else "", generation),
-    ]
-    status.conditions = conditions.merge(app.status.conditions, wanted)
+    status.mark_rollout(not_ready, progressing, stalled, generation)
     current = ctx.store.get("FunctionApp", namespace, app_name) or body
-    before = FunctionAppStatus.model_validate(current.get("status") or {})
-    if status.wire() == before.wire():
-        return status
     # With the resourceVersion: a concurrent pointer change (a swap) fails this write, never lost.
-    stored = await ctx.kube.patch_status("FunctionApp", namespace, app_name, _full_status(status, before),
-                                         resource_version=current["metadata"]["resourceVersion"])
-    if stored:
-        ctx.store.put(stored)
-    for type_ in ("Ready", "Degraded"):
-        old, new = conditions.find(before.conditions, type_), conditions.find(status.conditions, type_)
-        if new and (old is None or old.status != new.status) and (type_ == "Ready" or new.status == "True"):
-            await ctx.kube.event(current, new.reason, new.message,
-                                 warning=(type_ == "Ready") != (new.status == "True"))
-    ctx.queue_worker_status(namespace)
+    if await write_status(ctx.kube, ctx.store, current, status, locked=True, announce=(READY, DEGRADED)):
+        ctx.queue_worker_status(namespace)
     return status
-
-
-def _full_status(status: FunctionAppStatus, before: FunctionAppStatus) -> dict[str, Any]:
-    """A merge patch that also removes slots/instances that are gone."""
-    wire = status.wire()
-    for key in ("slots", "instances"):
-        for gone in set(getattr(before, key)) - set(getattr(status, key)):
-            wire.setdefault(key, {})[gone] = None
-    return wire
 
 
 async def _update_slot_statuses(ctx: Context, app: FunctionApp, slots: list[Slot],
                                 refused: dict[str, tuple[str, str]]) -> None:
     for slot in slots:
         name = slot.metadata["name"]
-        generation = slot.metadata.get("generation")
-        status = slot.status.model_copy(deep=True)
+        body = ctx.store.get("Slot", app.metadata["namespace"], name) or slot.wire()
+        generation = body["metadata"].get("generation")
+        # Merged against the stored status, so its conditions keep their lastTransitionTime.
+        status = slot.status.model_copy(update={"conditions": SlotStatus.model_validate(
+            body.get("status") or {}).conditions}, deep=True)
         if name in refused:
-            reason, message = refused[name]
-            wanted = [condition("Ready", False, reason, message, generation)]
-            status.instance = status.service = status.hostname = None
+            status.mark_refused(*refused[name], generation)
         else:
             pointer = app.status.slots[slot.spec.slot_name]
             record = app.status.instances[pointer.instance]
-            status.instance, status.service, status.hostname = pointer.instance, pointer.service, pointer.hostname
-            message = (f"instance {pointer.instance} ready ({record.ready_replicas}/{record.replicas})" if record.ready
-                       else f"instance {pointer.instance}: {record.ready_replicas}/{record.replicas} pods ready")
-            wanted = [condition("Ready", record.ready, "InstanceReady" if record.ready else "InstanceNotReady",
-                                message, generation)]
-        body = ctx.store.get("Slot", app.metadata["namespace"], name) or slot.wire()
-        await _set_slot_status(ctx, body, status, wanted)
+            status.mark_instance(pointer.instance, pointer.service, pointer.hostname, ready=record.ready,
+                                 ready_replicas=record.ready_replicas, replicas=record.replicas, generation=generation)
+        await _write_slot_status(ctx, body, status)
 
 
-async def _set_slot_status(ctx: Context, body: dict[str, Any], status: SlotStatus,
-                           wanted: list[Any]) -> None:
-    before = SlotStatus.model_validate(body.get("status") or {})
-    status.conditions = conditions.merge(before.conditions, wanted)
-    status.observed_generation = body["metadata"].get("generation")
-    if status.wire() == before.wire():
-        return
-    patch = status.wire()
-    patch.pop("swap", None)  # owned by the swap engine
-    for field in ("instance", "service", "hostname"):
-        patch.setdefault(field, None)
-    stored = await ctx.kube.patch_status("Slot", body["metadata"]["namespace"], body["metadata"]["name"], patch)
-    if stored:
-        ctx.store.put(stored)
-    new_ready, old_ready = conditions.find(status.conditions, "Ready"), conditions.find(before.conditions, "Ready")
-    changed = new_ready and (old_ready is None or (old_ready.status, old_ready.reason) !=
-                             (new_ready.status, new_ready.reason))
-    if changed and new_ready.reason != "InstanceNotReady":  # a rollout in progress is not news
-        await ctx.kube.event(body, new_ready.reason, new_ready.message, warning=new_ready.status != "True")
-
-
-async def _degraded(ctx: Context, body: dict[str, Any], message: str) -> None:
-    status = FunctionAppStatus.model_validate(body.get("status") or {})
-    generation = body["metadata"].get("generation")
-    status.conditions = conditions.merge(status.conditions, [
-        condition("Degraded", True, "InvalidSpec", message[:1000], generation)])
-    stored = await ctx.kube.patch_status("FunctionApp", body["metadata"]["namespace"], body["metadata"]["name"],
-                                         status.wire())
-    if stored:
-        ctx.store.put(stored)
+async def _write_slot_status(ctx: Context, body: dict[str, Any], status: SlotStatus) -> None:
+    await write_status(ctx.kube, ctx.store, body, status, announce=(READY,))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from funcplane.api.functionapp import FunctionApp
 from funcplane.api.workerconfig import WorkerConfig, WorkerConfigStatus, WorkerRollout
+from funcplane.kube.status import write_status
 from funcplane.render.workers import declared_workers
 
-from funcplane.api import conditions
-from funcplane.api.conditions import condition
 from .context import Context
 
 
@@ -32,15 +31,7 @@ async def reconcile_worker_status(ctx: Context, namespace: str) -> None:
             rows.append(row)
             if id(worker) not in winners:
                 shadowed.append(worker.name)
-        generation = body["metadata"].get("generation")
         before = WorkerConfigStatus.model_validate(body.get("status") or {})
-        status = WorkerConfigStatus(observed_generation=generation, workers=rows)
-        ok = not shadowed
-        status.conditions = conditions.merge(before.conditions, [condition(
-            "Ready", ok, "Applied" if ok else "NameConflict",
-            "workers applied to the apps of their language" if ok else
-            f"workers {', '.join(shadowed)} are declared by an older WorkerConfig, which wins", generation)])
-        if status.wire() != before.wire():
-            stored = await ctx.kube.patch_status("WorkerConfig", namespace, body["metadata"]["name"], status.wire())
-            if stored:
-                ctx.store.put(stored)
+        status = WorkerConfigStatus(conditions=before.conditions, workers=rows)
+        status.mark_applied(shadowed, body["metadata"].get("generation"))
+        await write_status(ctx.kube, ctx.store, body, status)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from funcplane.api import PRODUCTION
 from funcplane.api.functionapp import DeployedContent, FunctionAppSpec, FunctionAppStatus, InstanceStatus, SlotPointer
+from funcplane.api.conditions import Reason
 from funcplane.api.slot import Slot
 
 from . import names
@@ -103,10 +104,10 @@ def admit_slots(app_name: str, spec: FunctionAppSpec, slots: list[Slot]) -> Admi
     for slot in ordered:
         name = slot.metadata["name"]
         if slot.spec.slot_name in seen:
-            refused[name] = ("DuplicateSlotName", f"slot name {slot.spec.slot_name!r} of app {app_name!r} is "
+            refused[name] = (Reason.DUPLICATE_SLOT_NAME, f"slot name {slot.spec.slot_name!r} of app {app_name!r} is "
                              f"already used by Slot {seen[slot.spec.slot_name]!r}; choose another spec.slotName")
         elif len(admitted) >= limit:
-            refused[name] = ("SlotLimitExceeded", f"plan {spec.plan!r} allows {limit + 1} slots including "
+            refused[name] = (Reason.SLOT_LIMIT_EXCEEDED, f"plan {spec.plan!r} allows {limit + 1} slots including "
                              f"production; app {app_name!r} already has them. Delete a slot or change the plan")
         else:
             admitted.append(slot)

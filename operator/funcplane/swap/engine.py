@@ -16,8 +16,9 @@ from pydantic import ValidationError
 
 from funcplane.api import PRODUCTION
 from funcplane.api.functionapp import FunctionApp, FunctionAppStatus
-from funcplane.api.slot import Slot
+from funcplane.api.slot import Slot, SlotStatus, SwapStatus
 from funcplane.kube.client import Kube
+from funcplane.kube.status import merged, write_status
 from funcplane.kube.store import Store
 from funcplane.render import names
 from funcplane.render.volumes import VolumeMode
@@ -191,13 +192,11 @@ class SwapEngine:
                 patch["selector"] = names.selector_string(names.instance_selector(app_name, production))
         if delta.sticky:
             patch["instances"] = {instance: {"stickySettingsFrom": source} for instance, source in delta.sticky.items()}
-        stored = await self.kube.patch_status("FunctionApp", meta["namespace"], app_name, patch,
-                                              resource_version=meta["resourceVersion"])
+        layout = FunctionAppStatus.model_validate(merged(body.get("status") or {}, patch))
+        stored = await write_status(self.kube, self.ctx.store, body, layout, patch=patch, locked=True)
         assert stored is not None, f"FunctionApp {app_name} disappeared"
-        stored.setdefault("kind", "FunctionApp")
         logger.info("swap layout of %s/%s: %s", meta["namespace"], app_name, patch)
-        # Keep the reconciler's view current and have it render the new layout now.
-        self.ctx.store.put(stored)
+        # The reconciler's view is current (the writer stored the response): have it render the layout now.
         self.ctx.queue_app(meta["namespace"], app_name)
         return stored
 
@@ -239,8 +238,6 @@ class SwapEngine:
             record = latest_record(journal, slot_body["spec"]["slotName"])
             if record is None or (slot_body.get("status") or {}).get("swap") == status_of(record):
                 continue
-            meta = slot_body["metadata"]
-            stored = await self.kube.patch_status("Slot", meta["namespace"], meta["name"], {"swap": status_of(record)})
-            if stored:
-                stored.setdefault("kind", "Slot")
-                self.ctx.store.put(stored)
+            status = SlotStatus.model_validate(slot_body.get("status") or {})
+            status.swap = SwapStatus.model_validate(status_of(record))
+            await write_status(self.kube, self.ctx.store, slot_body, status, patch={"swap": status_of(record)})
