@@ -5,7 +5,6 @@ from __future__ import annotations
 from funcplane.api import PRODUCTION
 from funcplane.render.app import production_view, slot_view
 from funcplane.render.deploy import admit_slots, plan_deployments
-from test_render_instance import function_app, slot
 
 
 def plan(app, slots=()):
@@ -13,7 +12,7 @@ def plan(app, slots=()):
     return plan_deployments("shop", "ns", app.status, [v.request for v in views])
 
 
-def test_new_slots_get_stable_instances_that_are_not_slot_names() -> None:
+def test_new_slots_get_stable_instances_that_are_not_slot_names(function_app, slot) -> None:
     app = function_app()
     staging = slot("staging", "t1")
     first = plan(app, [staging])
@@ -28,13 +27,13 @@ def test_new_slots_get_stable_instances_that_are_not_slot_names() -> None:
     assert first.status.selector == f"funcplane.io/app=shop,funcplane.io/instance={first.status.active_instance}"
 
 
-def test_unchanged_spec_plans_no_deployment() -> None:
+def test_unchanged_spec_plans_no_deployment(function_app) -> None:
     app = function_app()
     app.status = plan(app).status
     assert plan(app).deployments == []
 
 
-def test_content_change_deploys_to_the_instance_the_slot_points_to() -> None:
+def test_content_change_deploys_to_the_instance_the_slot_points_to(function_app, slot) -> None:
     app = function_app()
     staging = slot("staging", "t1", code={"image": {"reference": "code:staged"}})
     app.status = plan(app, [staging]).status
@@ -50,7 +49,7 @@ def test_content_change_deploys_to_the_instance_the_slot_points_to() -> None:
     assert result.status.instances[prod.instance].content.code.image.reference == "code:staged"
 
 
-def test_deleted_slot_drops_only_its_instance() -> None:
+def test_deleted_slot_drops_only_its_instance(function_app, slot) -> None:
     app = function_app()
     staging, qa = slot("staging", "t1"), slot("qa", "t2")
     app.status = plan(app, [staging, qa]).status
@@ -59,7 +58,7 @@ def test_deleted_slot_drops_only_its_instance() -> None:
     assert set(result.status.instances) == {app.status.slots[PRODUCTION].instance, app.status.slots["staging"].instance}
 
 
-def test_premium_admits_two_slots_besides_production_oldest_first() -> None:
+def test_premium_admits_two_slots_besides_production_oldest_first(function_app, slot) -> None:
     app = function_app(plan="premium")
     slots = [slot("d", "2026-01-04T00:00:00Z"), slot("a", "2026-01-01T00:00:00Z"),
              slot("c", "2026-01-03T00:00:00Z"), slot("b", "2026-01-02T00:00:00Z")]
@@ -70,7 +69,7 @@ def test_premium_admits_two_slots_besides_production_oldest_first() -> None:
     assert "plan 'premium' allows 3 slots" in admission.refused["shop-c"][1]
 
 
-def test_consumption_allows_one_slot_and_duplicates_are_refused() -> None:
+def test_consumption_allows_one_slot_and_duplicates_are_refused(function_app, slot) -> None:
     app = function_app(plan="consumption")
     twin = slot("a", "2026-01-02T00:00:00Z", uid="other")
     twin.metadata["name"] = "shop-a-copy"

@@ -3,39 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
-from funcplane.api import PRODUCTION, FunctionApp, Slot, WorkerConfig
+from funcplane.api import PRODUCTION
 from funcplane.render import names
-from funcplane.render.app import production_view, render_app, slot_view
-from funcplane.render.deploy import plan_deployments
-from funcplane.render.volumes import VolumeMode
-from funcplane.render.workers import declared_workers
-
-
-
-def function_app(name: str = "shop", uid: str = "uid-app", **spec: Any) -> FunctionApp:
-    body = {"runtime": {"name": "python", "version": "3.12"}, "code": {"image": {"reference": "code:1"}},
-            "plan": "premium"}
-    body.update(spec)
-    return FunctionApp.model_validate({"metadata": {"name": name, "namespace": "ns", "uid": uid}, "spec": body})
-
-
-def slot(slot_name: str, created: str, app: str = "shop", uid: str | None = None, **spec: Any) -> Slot:
-    return Slot.model_validate({
-        "metadata": {"name": f"{app}-{slot_name}", "namespace": "ns", "uid": uid or f"uid-{slot_name}",
-                     "creationTimestamp": created},
-        "spec": {"appRef": app, "slotName": slot_name, **spec}})
-
-
-def worker_config(*workers: dict[str, Any], name: str = "workers", created: str = "2026-01-01T00:00:00Z") -> WorkerConfig:
-    return WorkerConfig.model_validate({"metadata": {"name": name, "namespace": "ns", "creationTimestamp": created},
-                                        "spec": {"workers": list(workers)}})
-
-
-def worker(name: str, language: str = "python", **extra: Any) -> dict[str, Any]:
-    return {"name": name, "language": language, "source": {"image": {"reference": f"{name}:1"}}, **extra}
-
 
 SETTINGS = [
     {"name": "GREETING", "value": "hi"},
@@ -44,22 +14,7 @@ SETTINGS = [
 ]
 
 
-def rendered(app, slots=(), workers=(), mode=VolumeMode.IMAGE):
-    views = [production_view(app)] + [slot_view(s) for s in slots]
-    app.status = plan_deployments("shop", "ns", app.status, [v.request for v in views]).status
-    objects = render_app(app, views, declared_workers(workers), mode)
-    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
-
-
-def deployment_of(objects, app, slot_name=PRODUCTION, suffix=""):
-    return objects[("Deployment", app.status.slots[slot_name].instance + suffix)]
-
-
-def env_of(deployment):
-    return {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-
-
-def test_instance_deployment_follows_the_host_contract() -> None:
+def test_instance_deployment_follows_the_host_contract(function_app, rendered, deployment_of, env_of) -> None:
     app = function_app(settings=SETTINGS, podAnnotations={"sim.funcplane.dev/ready-after": "2s"})
     objects = rendered(app)
     deployment = deployment_of(objects, app)
@@ -92,7 +47,8 @@ def test_instance_deployment_follows_the_host_contract() -> None:
     assert host_json["functionTimeout"] == "00:05:00"
 
 
-def test_each_slot_gets_a_service_selecting_its_instance_and_distinct_host_ids() -> None:
+def test_each_slot_gets_a_service_selecting_its_instance_and_distinct_host_ids(
+        function_app, slot, rendered, deployment_of, env_of) -> None:
     app = function_app()
     objects = rendered(app, [slot("staging", "t1")])
     production, staging = objects[("Service", "shop")], objects[("Service", "shop-staging")]
@@ -105,7 +61,8 @@ def test_each_slot_gets_a_service_selecting_its_instance_and_distinct_host_ids()
     assert ("ServiceAccount", "shop") in objects
 
 
-def test_only_hosts_that_run_timers_get_a_token_and_a_role_for_their_slots_leases() -> None:
+def test_only_hosts_that_run_timers_get_a_token_and_a_role_for_their_slots_leases(
+        function_app, slot, rendered, deployment_of, env_of) -> None:
     app = function_app()
     objects = rendered(app, [slot("staging", "t1"), slot("qa", "t2", nonHttpTriggers=True)])
     pods = {s: deployment_of(objects, app, s)["spec"]["template"]["spec"] for s in (PRODUCTION, "staging", "qa")}
@@ -122,7 +79,7 @@ def test_only_hosts_that_run_timers_get_a_token_and_a_role_for_their_slots_lease
     assert objects[("ServiceAccount", "shop")]["automountServiceAccountToken"] is False
 
 
-def test_sticky_settings_come_from_the_slot_the_instance_serves() -> None:
+def test_sticky_settings_come_from_the_slot_the_instance_serves(function_app, slot, rendered) -> None:
     app = function_app(settings=SETTINGS)
     staging = slot("staging", "t1", settings=[{"name": "ENVIRONMENT", "value": "staging", "sticky": True}])
     staging.status.cloned_settings = app.spec.settings
@@ -132,7 +89,7 @@ def test_sticky_settings_come_from_the_slot_the_instance_serves() -> None:
     assert objects[("ConfigMap", f"{staging_instance}-settings")]["data"]["GREETING"] == "hi"  # cloned
 
 
-def test_rendering_is_stable_and_stamped() -> None:
+def test_rendering_is_stable_and_stamped(function_app, rendered) -> None:
     app = function_app()
     first, second = rendered(app), rendered(app)
     for key, obj in first.items():
@@ -140,7 +97,7 @@ def test_rendering_is_stable_and_stamped() -> None:
             second[key]["metadata"]["annotations"][names.ANNOTATION_APPLIED_HASH]
 
 
-def test_settings_change_restarts_pods_through_the_template_hash() -> None:
+def test_settings_change_restarts_pods_through_the_template_hash(function_app, rendered, deployment_of) -> None:
     before = deployment_of(rendered(app := function_app(settings=SETTINGS)), app)
     changed = function_app(settings=[{"name": "GREETING", "value": "hello"}])
     after = deployment_of(rendered(changed), changed)

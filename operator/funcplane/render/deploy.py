@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from funcplane.api import PRODUCTION
-from funcplane.api.functionapp import DeployedContent, FunctionAppSpec, FunctionAppStatus, InstanceStatus, SlotPointer
 from funcplane.api.conditions import Reason
+from funcplane.api.functionapp import DeployedContent, FunctionAppSpec, FunctionAppStatus, InstanceStatus, SlotPointer
 from funcplane.api.slot import Slot
 
 from . import names
