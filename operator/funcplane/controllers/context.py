@@ -13,12 +13,11 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Hashable
 
-from funcplane.render.volumes import VolumeMode
-from funcplane.swap.engine import SwapEngine
-
 from funcplane.kube.client import Kube
 from funcplane.kube.store import Store
 from funcplane.kube.workqueue import WorkQueue
+from funcplane.render.volumes import VolumeMode
+from funcplane.swap.engine import SwapEngine
 
 logger = logging.getLogger(__name__)
 
