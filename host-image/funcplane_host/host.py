@@ -21,9 +21,9 @@ from funcplane_host.limits import HttpThrottle
 from funcplane_host.logs import CategoryLevels, configure_logging, emit_rpc_log
 from funcplane_host.metrics import HostMetrics
 from funcplane_host.protocol import FunctionRpc_pb2 as rpc
-from funcplane_host.protocol import capabilities as caps
 from funcplane_host.protocol.metadata import definition_from_metadata
 from funcplane_host.protocol.typed_data import HttpShape
+from funcplane_host.readiness import Readiness, readiness_of
 from funcplane_host.settings import HostSettings
 from funcplane_host.timers.scheduler import TimerTriggers
 from funcplane_host.workers.channel import WorkerChannel, WorkerUnavailable
@@ -133,7 +133,11 @@ class FunctionHost:
         self._loop = asyncio.get_running_loop()
         self.state = "starting"
         configure_logging(self.levels)
-        needed = self._index_app()
+        if not self.app_root.is_dir():
+            self.config_errors.append(f"app directory {self.app_root} does not exist (--app or AzureWebJobsScriptRoot)")
+        # An app whose configuration or directory is unusable runs no workers: nothing is served
+        # with defaults in place of what the app asked for.
+        needed = set() if self.config_errors else self._index_app()
         self.grpc_port = await self.grpc.start()
         for language in sorted(needed):
             try:
@@ -246,10 +250,11 @@ class FunctionHost:
             except TimeoutError:
                 outcome = "timeout"
                 channel.forget_invocation(invocation_id)
-                self._cancel(channel, invocation_id)
-                raise InvocationFailed(
-                    504, f"function {name!r} timed out after {timeout:g}s (host.json functionTimeout)", invocation_id
-                ) from None
+                message = f"function {name!r} timed out after {timeout:g}s (host.json functionTimeout)"
+                # As on Azure, an out-of-process worker with a timed-out invocation is replaced: the
+                # invocation may hold a thread of its pool for good, and cancelling cannot free it.
+                pool.recycle(channel, f"{message}; invocation {invocation_id}")
+                raise InvocationFailed(504, message, invocation_id) from None
             status = response.result.status
             if status == rpc.StatusResult.Success:
                 outcome = "success"
@@ -288,38 +293,18 @@ class FunctionHost:
             logger.error("%s of %s failed: %s %s", what, invocation.definition.name, failure, failure.detail or "")
             return failure
 
-    def _cancel(self, channel: WorkerChannel, invocation_id: str) -> None:
-        if not caps.is_enabled(channel.capabilities, caps.HANDLES_INVOCATION_CANCEL_MESSAGE):
-            return
-        try:
-            channel.send(rpc.StreamingMessage(
-                request_id=channel.request_id,
-                invocation_cancel=rpc.InvocationCancel(invocation_id=invocation_id),
-            ))
-        except WorkerUnavailable:
-            pass
-
     # ---- health, warm-up, drain ---------------------------------------------------------
 
     @property
     def draining(self) -> bool:
         return self.state in ("draining", "stopped")
 
-    def readiness(self) -> tuple[bool, list[str]]:
-        reasons: list[str] = []
-        if self.state != "running":
-            reasons.append(f"host is {self.state}")
-        reasons.extend(self.config_errors)
-        reasons.extend(self.registry.errors)
-        for language, pool in self.pools.items():
-            if not pool.is_ready:
-                reasons.append(pool.unavailable_reason())
-            elif not self.catalog.is_indexed(language):
-                reasons.append(f"{language} worker has not reported the app's functions yet")
-        if not reasons and not self.catalog.all_loaded():
-            pending = [n for n, s in self.catalog.states.items() if s.status == "indexed"]
-            reasons.append(f"functions not loaded yet: {', '.join(sorted(pending))}")
-        return not reasons, reasons
+    @property
+    def registry_errors(self) -> list[str]:
+        return self.registry.errors
+
+    def readiness(self) -> Readiness:
+        return readiness_of(self)
 
     async def warmup(self) -> tuple[bool, list[str]]:
         ready, reasons = self.readiness()
