@@ -18,7 +18,8 @@ from funcplane_host.grpc_server import GrpcServer
 from funcplane_host.invocation import Invocation, InvocationFailed
 from funcplane_host.http.auth import KeysError, KeyStore
 from funcplane_host.limits import HttpThrottle
-from funcplane_host.logs import CategoryLevels, configure_logging, emit_rpc_log
+from funcplane_host.local_run import current_invocation_id
+from funcplane_host.logs import CategoryLevels, RecentInvocations, configure_logging, dropped_log_lines, emit_rpc_log
 from funcplane_host.metrics import HostMetrics
 from funcplane_host.protocol import FunctionRpc_pb2 as rpc
 from funcplane_host.protocol.metadata import definition_from_metadata
@@ -56,6 +57,7 @@ class FunctionHost:
         self.pools: dict[str, WorkerPool] = {}
         self.state = "created"  # created -> starting -> running -> draining -> stopped
         self.active: dict[str, str] = {}  # invocation id -> function name
+        self.finished = RecentInvocations()
         self._idle = asyncio.Event()
         self._idle.set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -66,6 +68,9 @@ class FunctionHost:
     # ---- configuration ----------------------------------------------------------------
 
     def _load_config(self) -> HostConfig:
+        if not self.app_root.is_dir():
+            self.config_errors.append(f"app directory {self.app_root} does not exist (--app or AzureWebJobsScriptRoot)")
+            return HostConfig()
         try:
             return load_host_config(self.app_root, self.settings.host_json_override)
         except HostJsonError as error:
@@ -133,8 +138,6 @@ class FunctionHost:
         self._loop = asyncio.get_running_loop()
         self.state = "starting"
         configure_logging(self.levels)
-        if not self.app_root.is_dir():
-            self.config_errors.append(f"app directory {self.app_root} does not exist (--app or AzureWebJobsScriptRoot)")
         # An app whose configuration or directory is unusable runs no workers: nothing is served
         # with defaults in place of what the app asked for.
         needed = set() if self.config_errors else self._index_app()
@@ -167,7 +170,10 @@ class FunctionHost:
         self._shapes.pop(channel.worker_id, None)
 
     def on_rpc_log(self, channel: WorkerChannel, log: Any) -> None:
-        function_name = self.active.get(log.invocation_id) if log.invocation_id else None
+        invocation_id = log.invocation_id
+        function_name = (self.active.get(invocation_id) or self.finished.get(invocation_id)) if invocation_id else None
+        if dropped := dropped_log_lines(log):
+            self.metrics.worker_log_lines_dropped.labels(language=channel.language).inc(dropped)
         emit_rpc_log(self.levels, log, function_name, channel.worker_id)
 
     def on_worker_restart(self, language: str) -> None:
@@ -220,6 +226,7 @@ class FunctionHost:
                 raise InvocationFailed(503, str(error)) from None
         input_data, trigger_metadata = invocation.build(channel)
         invocation_id = str(uuid.uuid4())
+        current_invocation_id.set(invocation_id)
         request = rpc.InvocationRequest(
             invocation_id=invocation_id,
             function_id=channel.function_ids.get(name, definition.function_id),
@@ -275,6 +282,7 @@ class FunctionHost:
             metrics.child("invocations", name, outcome).inc()
             metrics.child("duration", name).observe(time.perf_counter() - started)
             del self.active[invocation_id]
+            self.finished.add(invocation_id, name)
             if not self.active:
                 self._idle.set()
 

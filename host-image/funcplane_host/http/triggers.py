@@ -53,7 +53,8 @@ class HttpTriggerHandler:
             return error_response(503, "host is draining; not accepting new requests")
         if not host.keys.authorize(trigger.auth_level, definition.name, presented_key(request)):
             return error_response(401, f"function {definition.name!r} has authLevel {trigger.auth_level}: send a "
-                                       "valid key in the x-functions-key header or the code query parameter")
+                                       "valid key in the x-functions-key header or the code query parameter; "
+                                       + host.settings.keys_hint)
         throttle = host.throttle
         if not throttle.try_enter():
             return error_response(429, "too many outstanding requests (extensions.http.maxOutstandingRequests)")
