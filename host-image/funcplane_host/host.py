@@ -186,6 +186,7 @@ class FunctionHost:
             return
         if response.result.status == rpc.StatusResult.Failure:
             reason = response.result.exception.message or response.result.result or "unknown error"
+            reason = reason.replace(f"{self.app_root}/", "")  # "function_app.py", short enough to quote
             self.catalog.record_error(FunctionError("", f"worker indexing of the app failed: {reason}", "worker"))
         for metadata in response.function_metadata_results:
             if metadata.function_id:
