@@ -75,7 +75,11 @@ def serving_problem(host: ReadinessSource) -> str | None:
     problems = [*host.config_errors, *app_problems(host.catalog)]
     if problems:
         return "the app cannot be served: " + "; ".join(problems)
-    waiting = [language for language in host.pools if not host.catalog.is_indexed(language)]
+    waiting = [pool for language, pool in host.pools.items() if not host.catalog.is_indexed(language)]
+    failed = [pool.unavailable_reason() for pool in waiting if pool.broken]
+    if failed:
+        return "; ".join(failed)
     if waiting:
-        return f"the host is starting: the {', '.join(waiting)} worker has not reported the app's functions yet"
+        languages = ", ".join(pool.description.language for pool in waiting)
+        return f"the host is starting: the {languages} worker has not reported the app's functions yet"
     return None

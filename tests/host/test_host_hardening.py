@@ -202,15 +202,17 @@ def test_with_no_worker_able_to_start_requests_fail_at_once(start_host, tmp_path
     workers.mkdir(parents=True)
     (workers / "worker.sh").write_text("echo cannot start >&2; exit 3\n")
     config = json.loads((BUNDLED_WORKERS / "python" / "worker.config.json").read_text())
-    config["description"].update({"defaultExecutablePath": "/bin/sh", "defaultWorkerPath": "worker.sh",
-                                  "workerIndexing": "false"})
+    config["description"].update({"defaultExecutablePath": "/bin/sh", "defaultWorkerPath": "worker.sh"})
     (workers / "worker.config.json").write_text(json.dumps(config))
-    host = start_host(HOST_APPS / "routes-v1", workers_dir=workers.parent, wait_ready=False)
-    host.wait_until(lambda: host.admin("/admin/host/status")["workers"][0]["processes"][0]["restarts"] >= 1,
-                    "the first start-up failure")
-    # A client that gives up after 10 s gets the answer: before, requests waited up to 30 s.
-    reply = host.get("/api/fast", timeout=10)
-    assert reply.status == 503 and "exited with code 3" in reply.json()["error"], reply.text
+    # A function.json app (routes known to the host) and a decorator app (routes the worker would report).
+    for app, path in ((HOST_APPS / "routes-v1", "/api/fast"), (HARDENING_APP, "/api/pid")):
+        host = start_host(app, workers_dir=workers.parent, wait_ready=False)
+        host.wait_until(lambda: host.admin("/admin/host/status")["workers"][0]["processes"][0]["restarts"] >= 1,
+                        "the first start-up failure")
+        # A client that gives up after 10 s gets the answer: before, requests waited up to 30 s.
+        reply = host.get(path, timeout=10)
+        assert reply.status == 503 and "exited with code 3" in reply.json()["error"], reply.text
+        host.stop()
 
 
 def _tiny_wheel(folder: Path, module_source: str) -> Path:
