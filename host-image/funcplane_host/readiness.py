@@ -60,7 +60,9 @@ def readiness_of(host: ReadinessSource) -> Readiness:
     if not reasons and not catalog.all_loaded():
         pending = [n for n, s in catalog.states.items() if s.status == "indexed"]
         reasons.append(f"functions not loaded yet: {', '.join(sorted(pending))}")
-    if not reasons and not any(state.status == "loaded" for state in catalog.states.values()):
+    # A disabled function counts: it is switched off on purpose, not broken.
+    if not reasons and not any(state.status == "loaded" or catalog.definitions[name].disabled
+                               for name, state in catalog.states.items()):
         failed = [f"{e.name}: {e.reason}" for e in catalog.errors if e.name][:QUOTED_FUNCTION_ERRORS]
         reasons.append("the app has no function that loaded" + (f" ({'; '.join(failed)})" if failed else ""))
     return Readiness(not reasons, reasons)

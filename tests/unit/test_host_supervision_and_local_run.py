@@ -11,17 +11,23 @@ import pytest
 from funcplane_host.app.timespan import parse_timespan
 from funcplane_host.local_run import with_local_keys
 from funcplane_host.settings import load_settings
-from funcplane_host.workers.supervisor import SupervisionPolicy
+from funcplane_host.workers.supervisor import RestartBackoff, SupervisionPolicy
 from funcplane_pyworker.invoker import thread_count
 
 
-def test_restart_backoff_doubles_and_is_capped_well_below_a_minute() -> None:
+def test_restart_backoff_doubles_is_capped_and_resets_after_a_healthy_period() -> None:
     policy = SupervisionPolicy()
-    delays = [policy.restart_delay(n) for n in range(1, 9)]
-    assert delays[:4] == [1, 2, 4, 8]
-    assert max(delays) == policy.backoff_max <= 10
-    # A process that stayed ready for the reset period starts the count again.
-    assert policy.healthy_reset_after <= 30
+    backoff = RestartBackoff(policy)
+    crash_loop = [backoff.delay(ready_for=0) for _ in range(8)]
+    assert crash_loop[:4] == [1, 2, 4, 8] and max(crash_loop) == policy.backoff_max <= 10
+    # Up for a while but less than the reset period: still counted as the same run of crashes.
+    assert backoff.delay(ready_for=policy.healthy_reset_after / 2) == policy.backoff_max
+    # The first crash after a long healthy run restarts after the initial delay.
+    assert backoff.delay(ready_for=6 * 3600) == policy.backoff_initial == 1
+    assert backoff.delay(ready_for=0) == 2
+    # A deliberate replacement (after a function timeout) waits for nothing and is no crash.
+    assert backoff.delay(ready_for=0, deliberate=True) == 0
+    assert backoff.delay(ready_for=0) == 4
 
 
 @pytest.mark.parametrize(("setting", "expected"), [(None, None), ("", None), ("1", 1), (" 64 ", 64),

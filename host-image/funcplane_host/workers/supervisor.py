@@ -44,9 +44,26 @@ class SupervisionPolicy:
                  "restartBackoffInitial": "backoff_initial", "restartBackoffMax": "backoff_max"}
         return cls(**{names[key]: value for key, value in options.items()})
 
-    def restart_delay(self, consecutive_failures: int) -> float:
-        """Back-off before restart number `consecutive_failures` (1 for the first) in a row."""
-        return min(self.backoff_max, self.backoff_initial * (2 ** max(0, consecutive_failures - 1)))
+
+
+class RestartBackoff:
+    """Delay before a process is restarted: doubling per crash in a row, capped, and counted
+    afresh once a process stayed ready for `healthy_reset_after`."""
+
+    def __init__(self, policy: SupervisionPolicy) -> None:
+        self.policy = policy
+        self.failures = 0
+
+    def delay(self, ready_for: float, deliberate: bool = False) -> float:
+        """After a process that was ready for `ready_for` seconds (0 if never) ended; a
+        deliberate replacement (the host recycled a healthy process) restarts at once."""
+        policy = self.policy
+        if ready_for >= policy.healthy_reset_after:
+            self.failures = 0
+        if deliberate:
+            return 0.0
+        self.failures += 1
+        return min(policy.backoff_max, policy.backoff_initial * (2 ** (self.failures - 1)))
 
 
 class HostServices(Protocol):
@@ -100,8 +117,7 @@ class WorkerSlot:
         self._task = asyncio.create_task(self._run(), name=f"worker-slot-{self.pool.description.name}-{self.index}")
 
     async def _run(self) -> None:
-        failures = 0  # crashes in a row, each without a healthy period before it
-        policy = self.pool.policy
+        backoff = RestartBackoff(self.pool.policy)
         while not self._stopping:
             self._recycling = False
             try:
@@ -123,14 +139,8 @@ class WorkerSlot:
             ready_since = self.status.ready_since
             if ready_since is None:
                 self.start_failures += 1
-            healthy_for = time.monotonic() - ready_since if ready_since is not None else 0.0
-            if healthy_for >= policy.healthy_reset_after:
-                failures = 0
-            if self._recycling:
-                delay = 0.0  # a deliberate replacement, not a crash
-            else:
-                failures += 1
-                delay = policy.restart_delay(failures)
+            ready_for = time.monotonic() - ready_since if ready_since is not None else 0.0
+            delay = backoff.delay(ready_for, deliberate=self._recycling)
             self.status.state = "restarting"
             self.status.restarts += 1
             self.status.ready_since = None
