@@ -1,6 +1,7 @@
 """Host hardening against real hosts and workers: timed-out sync functions do not wedge a worker,
 readiness tells the truth about broken apps, worker start failures answer at once, logs stay
-attributed and bounded, and an app's .python_packages are importable."""
+attributed and bounded, an app's .python_packages are importable, and a local run (like
+`func start`) has keys, lists its functions and can log each request."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def test_timed_out_sync_calls_restart_the_worker_instead_of_wedging_it(start_hos
     reply = host.get("/api/pid", timeout=60)
     assert reply.status == 200, reply.text
     assert int(reply.text) != victim
-    assert "timed out after 2s" in host.log() and f"restarting python worker" in host.log()
+    assert "timed out after 2s" in host.log() and "restarting python worker" in host.log()
     assert metric_value(host.metrics(), "funcplane_worker_restarts_total", language="python") >= 1
     host.wait_ready()
 
@@ -128,8 +129,7 @@ def test_invalid_host_json_in_a_pod_is_not_ready_and_serves_nothing(start_host, 
         for reply in _refusals(host):
             assert reply.status == 503, reply.text
             assert f"host.json {field}: " in reply.text and problem in reply.text, reply.text
-        (pool_list) = host.admin("/admin/host/status")["workers"]
-        assert pool_list == [], "no worker runs an app whose host.json is invalid"
+        assert host.admin("/admin/host/status")["workers"] == [], "no worker runs an app with an invalid host.json"
         host.stop()
 
 
@@ -267,7 +267,7 @@ def test_a_local_run_generates_keys_prints_urls_and_logs_each_request(tmp_path) 
         (keys_file,) = (state / "funcplane" / "keys").glob("routes-v1-*.json")
         keys = json.loads(keys_file.read_text())
         function_key = keys["functionKeys"]["default"]
-        assert f"no keys configured" in host.log() and str(keys_file) in host.log()
+        assert "no keys configured" in host.log() and str(keys_file) in host.log()
         host.wait_until(lambda: "Functions:" in host.log(), "the functions to be listed")
         base = f"http://127.0.0.1:{port}/api"
         assert f"  fast: [GET] {base}/fast\n" in host.log()
