@@ -18,12 +18,13 @@ from funcplane_host.grpc_server import GrpcServer
 from funcplane_host.invocation import Invocation, InvocationFailed
 from funcplane_host.http.auth import KeysError, KeyStore
 from funcplane_host.limits import HttpThrottle
-from funcplane_host.logs import CategoryLevels, configure_logging, emit_rpc_log
+from funcplane_host.local_run import current_invocation_id
+from funcplane_host.logs import CategoryLevels, RecentInvocations, configure_logging, dropped_log_lines, emit_rpc_log
 from funcplane_host.metrics import HostMetrics
 from funcplane_host.protocol import FunctionRpc_pb2 as rpc
-from funcplane_host.protocol import capabilities as caps
 from funcplane_host.protocol.metadata import definition_from_metadata
 from funcplane_host.protocol.typed_data import HttpShape
+from funcplane_host.readiness import Readiness, readiness_of
 from funcplane_host.settings import HostSettings
 from funcplane_host.timers.scheduler import TimerTriggers
 from funcplane_host.workers.channel import WorkerChannel, WorkerUnavailable
@@ -56,6 +57,7 @@ class FunctionHost:
         self.pools: dict[str, WorkerPool] = {}
         self.state = "created"  # created -> starting -> running -> draining -> stopped
         self.active: dict[str, str] = {}  # invocation id -> function name
+        self.finished = RecentInvocations()
         self._idle = asyncio.Event()
         self._idle.set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -66,6 +68,9 @@ class FunctionHost:
     # ---- configuration ----------------------------------------------------------------
 
     def _load_config(self) -> HostConfig:
+        if not self.app_root.is_dir():
+            self.config_errors.append(f"app directory {self.app_root} does not exist (--app or AzureWebJobsScriptRoot)")
+            return HostConfig()
         try:
             return load_host_config(self.app_root, self.settings.host_json_override)
         except HostJsonError as error:
@@ -133,7 +138,9 @@ class FunctionHost:
         self._loop = asyncio.get_running_loop()
         self.state = "starting"
         configure_logging(self.levels)
-        needed = self._index_app()
+        # An app whose configuration or directory is unusable runs no workers: nothing is served
+        # with defaults in place of what the app asked for.
+        needed = set() if self.config_errors else self._index_app()
         self.grpc_port = await self.grpc.start()
         for language in sorted(needed):
             try:
@@ -163,7 +170,10 @@ class FunctionHost:
         self._shapes.pop(channel.worker_id, None)
 
     def on_rpc_log(self, channel: WorkerChannel, log: Any) -> None:
-        function_name = self.active.get(log.invocation_id) if log.invocation_id else None
+        invocation_id = log.invocation_id
+        function_name = (self.active.get(invocation_id) or self.finished.get(invocation_id)) if invocation_id else None
+        if dropped := dropped_log_lines(log):
+            self.metrics.worker_log_lines_dropped.labels(language=channel.language).inc(dropped)
         emit_rpc_log(self.levels, log, function_name, channel.worker_id)
 
     def on_worker_restart(self, language: str) -> None:
@@ -176,6 +186,7 @@ class FunctionHost:
             return
         if response.result.status == rpc.StatusResult.Failure:
             reason = response.result.exception.message or response.result.result or "unknown error"
+            reason = reason.replace(f"{self.app_root}/", "")  # "function_app.py", short enough to quote
             self.catalog.record_error(FunctionError("", f"worker indexing of the app failed: {reason}", "worker"))
         for metadata in response.function_metadata_results:
             if metadata.function_id:
@@ -216,6 +227,7 @@ class FunctionHost:
                 raise InvocationFailed(503, str(error)) from None
         input_data, trigger_metadata = invocation.build(channel)
         invocation_id = str(uuid.uuid4())
+        current_invocation_id.set(invocation_id)
         request = rpc.InvocationRequest(
             invocation_id=invocation_id,
             function_id=channel.function_ids.get(name, definition.function_id),
@@ -246,10 +258,11 @@ class FunctionHost:
             except TimeoutError:
                 outcome = "timeout"
                 channel.forget_invocation(invocation_id)
-                self._cancel(channel, invocation_id)
-                raise InvocationFailed(
-                    504, f"function {name!r} timed out after {timeout:g}s (host.json functionTimeout)", invocation_id
-                ) from None
+                message = f"function {name!r} timed out after {timeout:g}s (host.json functionTimeout)"
+                # As on Azure, an out-of-process worker with a timed-out invocation is replaced: the
+                # invocation may hold a thread of its pool for good, and cancelling cannot free it.
+                pool.recycle(channel, f"{message}; invocation {invocation_id}")
+                raise InvocationFailed(504, message, invocation_id) from None
             status = response.result.status
             if status == rpc.StatusResult.Success:
                 outcome = "success"
@@ -270,6 +283,7 @@ class FunctionHost:
             metrics.child("invocations", name, outcome).inc()
             metrics.child("duration", name).observe(time.perf_counter() - started)
             del self.active[invocation_id]
+            self.finished.add(invocation_id, name)
             if not self.active:
                 self._idle.set()
 
@@ -288,38 +302,18 @@ class FunctionHost:
             logger.error("%s of %s failed: %s %s", what, invocation.definition.name, failure, failure.detail or "")
             return failure
 
-    def _cancel(self, channel: WorkerChannel, invocation_id: str) -> None:
-        if not caps.is_enabled(channel.capabilities, caps.HANDLES_INVOCATION_CANCEL_MESSAGE):
-            return
-        try:
-            channel.send(rpc.StreamingMessage(
-                request_id=channel.request_id,
-                invocation_cancel=rpc.InvocationCancel(invocation_id=invocation_id),
-            ))
-        except WorkerUnavailable:
-            pass
-
     # ---- health, warm-up, drain ---------------------------------------------------------
 
     @property
     def draining(self) -> bool:
         return self.state in ("draining", "stopped")
 
-    def readiness(self) -> tuple[bool, list[str]]:
-        reasons: list[str] = []
-        if self.state != "running":
-            reasons.append(f"host is {self.state}")
-        reasons.extend(self.config_errors)
-        reasons.extend(self.registry.errors)
-        for language, pool in self.pools.items():
-            if not pool.is_ready:
-                reasons.append(pool.unavailable_reason())
-            elif not self.catalog.is_indexed(language):
-                reasons.append(f"{language} worker has not reported the app's functions yet")
-        if not reasons and not self.catalog.all_loaded():
-            pending = [n for n, s in self.catalog.states.items() if s.status == "indexed"]
-            reasons.append(f"functions not loaded yet: {', '.join(sorted(pending))}")
-        return not reasons, reasons
+    @property
+    def registry_errors(self) -> list[str]:
+        return self.registry.errors
+
+    def readiness(self) -> Readiness:
+        return readiness_of(self)
 
     async def warmup(self) -> tuple[bool, list[str]]:
         ready, reasons = self.readiness()

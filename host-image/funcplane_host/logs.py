@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import sys
 from typing import Any
@@ -87,3 +88,32 @@ def emit_rpc_log(levels: CategoryLevels, log: Any, function_name: str | None, wo
     target = function_logger if function_name else worker_logger
     target.log(level, "[%s] %s%s", category, log.message, suffix,
                extra={"invocation_id": log.invocation_id, "worker_id": worker_id})
+
+
+DROPPED_LOG_LINES_PROPERTY = "droppedLogLines"  # set by a worker on its report of dropped lines
+RECENT_INVOCATIONS = 4096
+
+
+def dropped_log_lines(log: Any) -> int:
+    """How many lines a worker says it dropped (0 for an ordinary log line)."""
+    if DROPPED_LOG_LINES_PROPERTY not in log.propertiesMap:
+        return 0
+    return max(0, log.propertiesMap[DROPPED_LOG_LINES_PROPERTY].int)
+
+
+class RecentInvocations:
+    """Function names of the last finished invocations, so that a line logged after its
+    invocation ended (a thread the function started, a line that overtook nothing) keeps its
+    function's category."""
+
+    def __init__(self, limit: int = RECENT_INVOCATIONS) -> None:
+        self._limit = limit
+        self._names: collections.OrderedDict[str, str] = collections.OrderedDict()
+
+    def add(self, invocation_id: str, function_name: str) -> None:
+        self._names[invocation_id] = function_name
+        if len(self._names) > self._limit:
+            self._names.popitem(last=False)
+
+    def get(self, invocation_id: str) -> str | None:
+        return self._names.get(invocation_id)

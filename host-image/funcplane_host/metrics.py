@@ -35,6 +35,10 @@ class HostMetrics:
         self.worker_restarts = Counter(
             "funcplane_worker_restarts", "Worker process restarts", ["language"], registry=self.registry,
         )
+        self.worker_log_lines_dropped = Counter(
+            "funcplane_worker_log_lines_dropped", "Log lines a worker dropped because its log buffer was full",
+            ["language"], registry=self.registry,
+        )
         info = Gauge("funcplane_host_info", "Host identity", ["host_id", "slot"], registry=self.registry)
         info.labels(host_id=host_id, slot=slot).set(1)
 

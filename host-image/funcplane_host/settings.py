@@ -41,6 +41,10 @@ class HostSettings:
     worker_process_count: int = 1
     # The app settings (the host's environment) handed to worker processes.
     environment: Mapping[str, str] = field(default_factory=dict)
+    # Where a caller refused for want of a key can get one (said in the 401).
+    keys_hint: str = "get one from the app's keys (in Kubernetes: keys.json in the slot's keys Secret)"
+    # One log line per HTTP request (method, path, status, duration, invocation id).
+    access_log: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host-json-override", help="JSON object deep-merged over host.json")
     parser.add_argument("--keys-file", help="keys file (masterKey, functionKeys, functions)")
     parser.add_argument("--host-id", help="host id, distinct per slot instance")
+    parser.add_argument("--access-log", action="store_true", default=None,
+                        help="log one line per HTTP request (also FUNCPLANE_ACCESS_LOG=true)")
     return parser
 
 
@@ -118,4 +124,5 @@ def load_settings(argv: list[str] | None = None, env: Mapping[str, str] | None =
         worker_runtime_version=(env.get("FUNCTIONS_WORKER_RUNTIME_VERSION") or None),
         worker_process_count=_process_count(env),
         environment=env,
+        access_log=bool(args.access_log) or env.get("FUNCPLANE_ACCESS_LOG", "").lower() in ("1", "true", "on"),
     )

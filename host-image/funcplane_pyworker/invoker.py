@@ -17,17 +17,30 @@ from typing import Any
 from funcplane_pyworker import status
 from funcplane_pyworker.context import InvocationContext, OutValue, thread_local_storage
 from funcplane_pyworker.functions import LoadedFunction
-from funcplane_pyworker.logs import current_invocation_id
+from funcplane_pyworker.logs import current_invocation_id, worker_logger
 from funcplane_pyworker.protocol import pb
 
 THREAD_COUNT_SETTING = "PYTHON_THREADPOOL_THREAD_COUNT"
 
 
+def thread_count(setting: str | None) -> int | None:
+    """The sync-function pool size PYTHON_THREADPOOL_THREAD_COUNT asks for; None for Python's default,
+    min(32, CPUs + 4), which is Azure's default on Python 3.9 and later. Any whole number from 1 up
+    is honoured, as Azure's worker does on those versions; anything else is reported and ignored."""
+    text = (setting or "").strip()
+    if not text:
+        return None
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    worker_logger.warning("%s=%r is not a whole number of at least 1; using the default thread count",
+                          THREAD_COUNT_SETTING, setting)
+    return None
+
+
 def new_executor() -> ThreadPoolExecutor:
-    """The pool for sync functions; PYTHON_THREADPOOL_THREAD_COUNT sets its size as on Azure."""
-    configured = os.environ.get(THREAD_COUNT_SETTING, "").strip()
-    size = int(configured) if configured.isdigit() and int(configured) > 0 else None
-    return ThreadPoolExecutor(max_workers=size, thread_name_prefix="funcplane-function")
+    """The pool for sync functions, sized by PYTHON_THREADPOOL_THREAD_COUNT as on Azure."""
+    return ThreadPoolExecutor(max_workers=thread_count(os.environ.get(THREAD_COUNT_SETTING)),
+                              thread_name_prefix="funcplane-function")
 
 
 def _run_in_thread(user_function: Callable[..., Any], arguments: dict[str, Any], invocation_id: str) -> Any:

@@ -2,13 +2,16 @@
 
 Function folders are imported as submodules of a synthetic ``__app__`` package rooted at the
 app's script root, so ``from ..shared import x`` works inside them as it does on Azure; the
-script root is also put on sys.path for absolute imports of the app's own modules.
+script root is also put on sys.path for absolute imports of the app's own modules, followed by the
+packages published with the app in ``.python_packages/lib/site-packages`` (where ``pip install
+--target`` and Azure's build put them), which Azure's worker imports from too.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import site
 import sys
 import types
 from collections.abc import Callable
@@ -21,12 +24,23 @@ APP_PACKAGE = "__app__"
 DEFAULT_ENTRY_POINT = "main"
 
 
+def app_package_dirs(script_root: Path) -> list[Path]:
+    """The app's own site-packages folders that exist (the versioned one of older builds too)."""
+    lib = script_root / ".python_packages" / "lib"
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return [folder for folder in (lib / "site-packages", lib / version / "site-packages") if folder.is_dir()]
+
+
 def add_script_root(script_root: Path) -> None:
-    """Make the app's modules importable; the newest script root wins."""
+    """Make the app's modules and packages importable; the newest script root wins."""
+    for folder in reversed([script_root, *app_package_dirs(script_root)]):
+        entry = str(folder)
+        if entry in sys.path:
+            sys.path.remove(entry)
+        sys.path.insert(0, entry)
+        if folder != script_root:
+            site.addsitedir(entry)  # its .pth files (namespace packages and the like)
     root = str(script_root)
-    if root in sys.path:
-        sys.path.remove(root)
-    sys.path.insert(0, root)
     package = sys.modules.get(APP_PACKAGE)
     if package is None:
         package = types.ModuleType(APP_PACKAGE)

@@ -141,9 +141,13 @@ def test_syntax_error_in_function_app_keeps_the_host_up(start_host, copy_app) ->
     app = copy_app(EXAMPLE_APPS / "hello-v2")
     source = app / "function_app.py"
     source.write_text(source.read_text() + "\ndef broken(:\n")
-    host = start_host(app)
+    host = start_host(app, wait_ready=False)
+    host.wait_until(lambda: host.admin("/admin/host/status")["errors"], "the import failure to be reported")
     assert host.get("/livez").status == 200
-    assert host.get("/api/hello").status == 404
+    # Not ready, not warm, and its routes say why: the reason names the file and the error.
+    for reply in (host.get("/readyz"), host.get("/admin/warmup"), host.get("/api/hello")):
+        assert reply.status == 503, reply.text
+        assert "function_app.py" in reply.text and "SyntaxError" in reply.text
     errors = host.admin("/admin/host/status")["errors"]
     assert any("SyntaxError" in e["error"] and "function_app.py" in e["error"] for e in errors), errors
     listed = host.admin("/admin/functions")

@@ -46,8 +46,8 @@ def test_host_json_defaults_and_deep_merged_override(tmp_path: Path) -> None:
     [
         ({"functionTimeout": "soon"}, "host.json functionTimeout: 'soon' is not a time span"),
         ({"extensions": {"http": {"maxConcurrentRequests": 0}}}, "extensions.http.maxConcurrentRequests: 0"),
-        ({"extensions": {"http": {"routePrefix": 5}}}, "routePrefix: must be a string"),
-        ({"functions": "a"}, "host.json functions: must be a list"),
+        ({"extensions": {"http": {"routePrefix": 5}}}, "routePrefix: 5 has the wrong type; it must be a string"),
+        ({"functions": "a"}, "host.json functions: 'a' has the wrong type; it must be a list"),
     ],
 )
 def test_host_json_errors_name_the_field(raw: dict, message: str) -> None:

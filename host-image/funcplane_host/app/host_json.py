@@ -1,16 +1,25 @@
-"""host.json: the app's file, the operator's override deep-merged over it, and typed defaults."""
+"""host.json: the app's file, the operator's override deep-merged over it, validated with pydantic.
+
+Sections the host does not use (extensionBundle, logging.applicationInsights, ...) pass through;
+every option it does use is checked, and a wrong one is an error naming its field: the host never
+serves with a default silently put in place of what the app asked for."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from funcplane_host.app.timespan import parse_timespan
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
+
+from funcplane_host.app.timespan import timespan_seconds
 
 DEFAULT_FUNCTION_TIMEOUT_SECONDS = 300.0
 DEFAULT_ROUTE_PREFIX = "api"
+SUPPORTED_VERSION = "2.0"
+UNBOUNDED = "-1"
+LOG_LEVEL_NAMES = ("Trace", "Debug", "Information", "Warning", "Error", "Critical", "None")
 
 
 class HostJsonError(ValueError):
@@ -26,6 +35,83 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
         else:
             merged[key] = value
     return merged
+
+
+def _positive_timespan(value: Any) -> float:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} must be a time span string like \"00:05:00\"")
+    seconds = timespan_seconds(value)
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be longer than zero")
+    return seconds
+
+
+def _timeout(value: Any) -> float | None:
+    if value == UNBOUNDED or value == -1:
+        return None
+    try:
+        return _positive_timespan(value)
+    except ValueError as error:
+        raise ValueError(f"{error}; use \"-1\" for no limit") from None
+
+
+def _limit(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1):
+        raise ValueError(f"{value!r} must be a positive integer or -1 (unbounded)")
+    return value
+
+
+def _level(value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in {name.lower() for name in LOG_LEVEL_NAMES}:
+        raise ValueError(f"{value!r} is not a level; use one of {', '.join(LOG_LEVEL_NAMES)}")
+    return value
+
+
+PositiveTimeSpan = Annotated[float, BeforeValidator(_positive_timespan)]
+Limit = Annotated[int, BeforeValidator(_limit)]
+LevelName = Annotated[str, BeforeValidator(_level)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class HttpSection(_Section):
+    route_prefix: StrictStr = Field(DEFAULT_ROUTE_PREFIX, alias="routePrefix")
+    max_concurrent_requests: Limit = Field(-1, alias="maxConcurrentRequests")
+    max_outstanding_requests: Limit = Field(-1, alias="maxOutstandingRequests")
+
+
+class ExtensionsSection(_Section):
+    http: HttpSection = Field(default_factory=HttpSection)
+
+
+class LoggingSection(_Section):
+    log_level: dict[str, LevelName] = Field(default_factory=dict, alias="logLevel")
+
+
+class WorkerHealthSection(BaseModel):
+    """funcplane's own host.json section: worker status checks and restart back-off."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    status_interval: PositiveTimeSpan | None = Field(None, alias="statusInterval")
+    status_timeout: PositiveTimeSpan | None = Field(None, alias="statusTimeout")
+    restart_backoff_initial: PositiveTimeSpan | None = Field(None, alias="restartBackoffInitial")
+    restart_backoff_max: PositiveTimeSpan | None = Field(None, alias="restartBackoffMax")
+
+
+class FuncplaneSection(_Section):
+    worker_health: WorkerHealthSection = Field(default_factory=WorkerHealthSection, alias="workerHealth")
+
+
+class HostJson(_Section):
+    version: StrictStr = SUPPORTED_VERSION
+    function_timeout: Annotated[float | None, BeforeValidator(_timeout)] = Field(
+        DEFAULT_FUNCTION_TIMEOUT_SECONDS, alias="functionTimeout")
+    extensions: ExtensionsSection = Field(default_factory=ExtensionsSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+    functions: list[StrictStr] | None = None
+    funcplane: FuncplaneSection = Field(default_factory=FuncplaneSection)
 
 
 @dataclass(frozen=True)
@@ -47,26 +133,50 @@ class HostConfig:
     worker_health: dict[str, float] = field(default_factory=dict)
 
 
-WORKER_HEALTH_OPTIONS = ("statusInterval", "statusTimeout", "restartBackoffInitial", "restartBackoffMax")
+def _field_path(location: tuple[Any, ...]) -> str:
+    path = ""
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
 
 
-def _worker_health(raw: dict[str, Any]) -> dict[str, float]:
-    section = (raw.get("funcplane") or {}).get("workerHealth") if isinstance(raw.get("funcplane"), dict) else None
-    if section is None:
-        return {}
-    if not isinstance(section, dict):
-        raise HostJsonError("host.json funcplane.workerHealth: must be an object")
-    parsed = {}
-    for key, value in section.items():
-        if key not in WORKER_HEALTH_OPTIONS:
-            raise HostJsonError(
-                f"host.json funcplane.workerHealth.{key}: unknown option; use {', '.join(WORKER_HEALTH_OPTIONS)}"
-            )
-        try:
-            parsed[key] = parse_timespan(value, field_name=f"host.json funcplane.workerHealth.{key}")
-        except ValueError as error:
-            raise HostJsonError(str(error)) from None
-    return parsed
+_EXPECTED_TYPES = {"string_type": "a string", "int_type": "an integer", "list_type": "a list",
+                   "dict_type": "an object", "model_type": "an object", "model_attributes_type": "an object"}
+
+
+def _error_text(error: ValidationError) -> str:
+    """`host.json <field>: <problem>` for each problem pydantic found."""
+    problems = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown option"
+            if item["loc"][:2] == ("funcplane", "workerHealth"):
+                message += "; use " + ", ".join(f.alias or n for n, f in WorkerHealthSection.model_fields.items())
+        elif item["type"] in _EXPECTED_TYPES:
+            message = f"{item['input']!r} has the wrong type; it must be {_EXPECTED_TYPES[item['type']]}"
+        problems.append(f"host.json {_field_path(item['loc'])}: {message}")
+    return "; ".join(problems)
+
+
+def parse_host_config(raw: dict[str, Any]) -> HostConfig:
+    try:
+        document = HostJson.model_validate(raw)
+    except ValidationError as error:
+        raise HostJsonError(_error_text(error)) from None
+    if document.version != SUPPORTED_VERSION:
+        raise HostJsonError(f"host.json version: {document.version!r} is not supported; set \"version\": \"2.0\"")
+    http = document.extensions.http
+    health = document.funcplane.worker_health
+    return HostConfig(
+        raw=raw,
+        function_timeout=document.function_timeout,
+        http=HttpOptions(http.route_prefix.strip("/"), http.max_concurrent_requests, http.max_outstanding_requests),
+        log_levels=dict(document.logging.log_level),
+        functions=tuple(document.functions) if document.functions is not None else None,
+        worker_health={field_info.alias or name: value for name, field_info in WorkerHealthSection.model_fields.items()
+                       if (value := getattr(health, name)) is not None},
+    )
 
 
 def _read_object(path: Path, what: str) -> dict[str, Any]:
@@ -81,58 +191,9 @@ def _read_object(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def _int_option(section: dict[str, Any], key: str, path: str) -> int:
-    value = section.get(key, -1)
-    if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1):
-        raise HostJsonError(f"{path}.{key}: {value!r} must be a positive integer or -1 (unbounded)")
-    return value
-
-
-def parse_host_config(raw: dict[str, Any]) -> HostConfig:
-    timeout_value = raw.get("functionTimeout")
-    if timeout_value is None:
-        function_timeout: float | None = DEFAULT_FUNCTION_TIMEOUT_SECONDS
-    elif timeout_value == "-1" or timeout_value == -1:
-        function_timeout = None
-    else:
-        try:
-            function_timeout = parse_timespan(timeout_value, field_name="host.json functionTimeout")
-        except ValueError as error:
-            raise HostJsonError(str(error)) from None
-    extensions = raw.get("extensions") or {}
-    http_section = extensions.get("http") or {} if isinstance(extensions, dict) else {}
-    if not isinstance(http_section, dict):
-        raise HostJsonError("host.json extensions.http: must be an object")
-    prefix = http_section.get("routePrefix", DEFAULT_ROUTE_PREFIX)
-    if not isinstance(prefix, str):
-        raise HostJsonError("host.json extensions.http.routePrefix: must be a string (\"\" for none)")
-    http = HttpOptions(
-        route_prefix=prefix.strip("/"),
-        max_concurrent_requests=_int_option(http_section, "maxConcurrentRequests", "host.json extensions.http"),
-        max_outstanding_requests=_int_option(http_section, "maxOutstandingRequests", "host.json extensions.http"),
-    )
-    logging_section = raw.get("logging") or {}
-    levels = logging_section.get("logLevel") or {} if isinstance(logging_section, dict) else {}
-    if not isinstance(levels, dict) or not all(isinstance(v, str) for v in levels.values()):
-        raise HostJsonError("host.json logging.logLevel: must map categories to level names")
-    functions = raw.get("functions")
-    if functions is not None and not (
-        isinstance(functions, list) and all(isinstance(name, str) for name in functions)
-    ):
-        raise HostJsonError("host.json functions: must be a list of function names")
-    return HostConfig(
-        raw=raw,
-        function_timeout=function_timeout,
-        http=http,
-        log_levels=dict(levels),
-        functions=tuple(functions) if functions is not None else None,
-        worker_health=_worker_health(raw),
-    )
-
-
 def load_host_config(app_root: Path, override_path: Path | None) -> HostConfig:
     app_file = app_root / "host.json"
-    raw = _read_object(app_file, "host.json") if app_file.is_file() else {"version": "2.0"}
+    raw = _read_object(app_file, "host.json") if app_file.is_file() else {"version": SUPPORTED_VERSION}
     if override_path is not None:
         raw = deep_merge(raw, _read_object(override_path, "host.json override"))
     return parse_host_config(raw)

@@ -42,7 +42,8 @@ class AdminHandlers:
     async def warmup(self, request: web.Request) -> web.Response:
         # Allowed without a key: the operator calls it per pod during slot swaps.
         warm, reasons = await self.host.warmup()
-        return _json({"warm": warm, "reasons": reasons}, 200 if warm else 503)
+        # A host that is not ready refuses with the readiness reason (the operator quotes its start).
+        return _json({"warm": warm, "reason": "; ".join(reasons), "reasons": reasons}, 200 if warm else 503)
 
     async def drain(self, request: web.Request) -> web.Response:
         # The pod's preStop hook calls this from inside the pod, so loopback needs no key.

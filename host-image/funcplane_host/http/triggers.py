@@ -12,6 +12,7 @@ from funcplane_host.host import FunctionHost, Invocation, InvocationFailed
 from funcplane_host.http.auth import presented_key
 from funcplane_host.http.convert import build_rpc_http, response_from_output
 from funcplane_host.protocol import FunctionRpc_pb2 as rpc
+from funcplane_host.readiness import serving_problem
 from funcplane_host.workers.channel import WorkerChannel
 
 
@@ -40,6 +41,9 @@ class HttpTriggerHandler:
         path = request.path[self.prefix_length:] if self.prefix_length else request.path
         resolved = host.catalog.routes.resolve(request.method, path or "/")
         if resolved is None:
+            problem = serving_problem(host)
+            if problem is not None:  # the route may exist once the app is indexed
+                return error_response(503, problem)
             return error_response(404, f"no function is routed at {request.path}")
         if resolved is False:
             return error_response(405, f"method {request.method} is not allowed at {request.path}")
@@ -49,7 +53,8 @@ class HttpTriggerHandler:
             return error_response(503, "host is draining; not accepting new requests")
         if not host.keys.authorize(trigger.auth_level, definition.name, presented_key(request)):
             return error_response(401, f"function {definition.name!r} has authLevel {trigger.auth_level}: send a "
-                                       "valid key in the x-functions-key header or the code query parameter")
+                                       "valid key in the x-functions-key header or the code query parameter; "
+                                       + host.settings.keys_hint)
         throttle = host.throttle
         if not throttle.try_enter():
             return error_response(429, "too many outstanding requests (extensions.http.maxOutstandingRequests)")

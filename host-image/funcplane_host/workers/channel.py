@@ -162,6 +162,9 @@ class WorkerChannel:
             raise WorkerUnavailable(self.failure or f"writing to worker {self.worker_id} failed: {error!r}") from None
         return future
 
+    def pending_invocations(self) -> list[str]:
+        return list(self._invocations)
+
     def forget_invocation(self, invocation_id: str) -> None:
         self._invocations.pop(invocation_id, None)
 

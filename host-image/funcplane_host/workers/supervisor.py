@@ -29,9 +29,10 @@ HOST_VERSION = "4.0.0-funcplane"
 @dataclass(frozen=True)
 class SupervisionPolicy:
     backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-    # A process that stayed healthy this long resets the backoff.
-    healthy_reset_after: float = 60.0
+    # Short enough that a worker that crashes now and then is back within seconds.
+    backoff_max: float = 10.0
+    # A process that stayed ready this long resets the backoff: its next crash restarts it at once.
+    healthy_reset_after: float = 30.0
     status_interval: float = 10.0
     status_timeout: float = 30.0
     terminate_grace: float = 5.0
@@ -42,6 +43,27 @@ class SupervisionPolicy:
         names = {"statusInterval": "status_interval", "statusTimeout": "status_timeout",
                  "restartBackoffInitial": "backoff_initial", "restartBackoffMax": "backoff_max"}
         return cls(**{names[key]: value for key, value in options.items()})
+
+
+
+class RestartBackoff:
+    """Delay before a process is restarted: doubling per crash in a row, capped, and counted
+    afresh once a process stayed ready for `healthy_reset_after`."""
+
+    def __init__(self, policy: SupervisionPolicy) -> None:
+        self.policy = policy
+        self.failures = 0
+
+    def delay(self, ready_for: float, deliberate: bool = False) -> float:
+        """After a process that was ready for `ready_for` seconds (0 if never) ended; a
+        deliberate replacement (the host recycled a healthy process) restarts at once."""
+        policy = self.policy
+        if ready_for >= policy.healthy_reset_after:
+            self.failures = 0
+        if deliberate:
+            return 0.0
+        self.failures += 1
+        return min(policy.backoff_max, policy.backoff_initial * (2 ** (self.failures - 1)))
 
 
 class HostServices(Protocol):
@@ -86,21 +108,25 @@ class WorkerSlot:
         self.process: WorkerProcess | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # Set when the host replaces a healthy process on purpose (a function timed out in it).
+        self._recycling = False
+        # Start-up attempts that failed since this slot last had a ready process.
+        self.start_failures = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"worker-slot-{self.pool.description.name}-{self.index}")
 
     async def _run(self) -> None:
-        attempt = 0
-        policy = self.pool.policy
+        backoff = RestartBackoff(self.pool.policy)
         while not self._stopping:
-            started = time.monotonic()
+            self._recycling = False
             try:
                 await self._run_once()
             except WorkerConfigError as error:
                 # Configuration problems do not heal by restarting.
                 self.status.state = "failed"
                 self.status.last_error = str(error)
+                self.start_failures += 1
                 self.pool.notify_change()
                 return
             except asyncio.CancelledError:
@@ -110,10 +136,11 @@ class WorkerSlot:
                 logger.warning("worker %s failed: %s", self.status.worker_id, error)
             if self._stopping:
                 break
-            if self.status.ready_since is not None and time.monotonic() - started >= policy.healthy_reset_after:
-                attempt = 0
-            delay = min(policy.backoff_max, policy.backoff_initial * (2 ** attempt))
-            attempt += 1
+            ready_since = self.status.ready_since
+            if ready_since is None:
+                self.start_failures += 1
+            ready_for = time.monotonic() - ready_since if ready_since is not None else 0.0
+            delay = backoff.delay(ready_for, deliberate=self._recycling)
             self.status.state = "restarting"
             self.status.restarts += 1
             self.status.ready_since = None
@@ -125,6 +152,22 @@ class WorkerSlot:
             )
             await asyncio.sleep(delay)
         self.status.state = "stopped"
+
+    def recycle(self, channel: WorkerChannel, reason: str) -> bool:
+        """Replace this slot's process now (as Azure does after a function timeout in an
+        out-of-process worker): out of rotation at once, its other invocations fail fast, killed,
+        restarted without back-off. False if `channel` is no longer this slot's process."""
+        if self.channel is not channel or channel.failure is not None or self.process is None:
+            return False
+        self._recycling = True
+        self.status.last_error = reason
+        self.pool.remove_ready(channel)
+        others = len(channel.pending_invocations())
+        logger.error("restarting %s worker %s (pid %s): %s; failing its %d other in-flight invocation(s)",
+                     self.pool.description.language, channel.worker_id, channel.pid, reason, others)
+        channel.fail(reason)
+        self.process.kill()
+        return True
 
     async def _run_once(self) -> None:
         pool = self.pool
@@ -145,6 +188,7 @@ class WorkerSlot:
             self.status.state = "ready"
             self.status.ready_since = time.monotonic()
             self.status.last_error = None
+            self.start_failures = 0
             pool.add_ready(channel)
             await self._watch(channel, exit_wait)
         finally:
@@ -365,8 +409,13 @@ class WorkerPool:
 
     @property
     def broken(self) -> bool:
-        """Every process failed for a reason that restarting cannot fix (its configuration)."""
-        return all(slot.status.state == "failed" for slot in self.slots)
+        """No process can be expected soon: each failed its configuration, or failed to start
+        since it was last ready (a request then gets 503 at once, not after a long wait)."""
+        return all(slot.start_failures > 0 for slot in self.slots)
+
+    def recycle(self, channel: WorkerChannel, reason: str) -> bool:
+        """Replace the process behind `channel` (see WorkerSlot.recycle)."""
+        return any(slot.recycle(channel, reason) for slot in self.slots)
 
     def unavailable_reason(self) -> str:
         errors = [slot.status.last_error for slot in self.slots if slot.status.last_error]
