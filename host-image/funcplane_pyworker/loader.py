@@ -21,12 +21,19 @@ APP_PACKAGE = "__app__"
 DEFAULT_ENTRY_POINT = "main"
 
 
+APP_PACKAGES = Path(".python_packages") / "lib" / "site-packages"
+
+
 def add_script_root(script_root: Path) -> None:
-    """Make the app's modules importable; the newest script root wins."""
+    """Make the app's modules importable; the newest script root wins. The packages a published
+    app carries (.python_packages/lib/site-packages, as Azure builds it) are importable too."""
     root = str(script_root)
     if root in sys.path:
         sys.path.remove(root)
     sys.path.insert(0, root)
+    packages = str(script_root / APP_PACKAGES)
+    if packages not in sys.path and (script_root / APP_PACKAGES).is_dir():
+        sys.path.append(packages)
     package = sys.modules.get(APP_PACKAGE)
     if package is None:
         package = types.ModuleType(APP_PACKAGE)
