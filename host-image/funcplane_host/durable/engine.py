@@ -46,7 +46,15 @@ TERMINAL = frozenset({"Completed", "Failed", "Terminated", "Canceled"})
 OUT_OF_PROC_LABEL = "$OutOfProcData$:"
 HTTP_ACTIVITY = "BuiltIn::HttpActivity"
 MESSAGE_BATCH = 5000
+# Events the Python SDK never reads (it numbers tasks itself and keys them by completion events);
+# replay cost grows with history length, so Python orchestrators get the history without them.
+PYTHON_SDK_UNREAD = frozenset({h.TASK_SCHEDULED, h.TIMER_CREATED, h.SUB_ORCHESTRATION_CREATED,
+                               h.ORCHESTRATOR_COMPLETED, h.EXECUTION_COMPLETED})
 TRANSIENT_RETRY_SECONDS = 1.0
+# While an instance waits on many calls (fan-in), an episode per completion replays the whole
+# history again and again; waiting up to the last episode's own duration (capped) lets
+# completions gather, so replay never takes more than about half of the worker's time.
+GATHER_LIMIT_SECONDS = 0.25
 # What Azure Storage advertises for timers; with schema V3 the SDK splits longer timers.
 LONG_TIMER_INTERVAL = "3.00:00:00"
 MAX_SHORT_TIMER = "6.00:00:00"
@@ -70,6 +78,7 @@ class Options:
     max_orchestrations: int = 100
     entity_batch: int = 50
     payload_limit: int = 4 * 1024 * 1024
+    full_history: bool = False  # send Python orchestrators every history event
 
 
 @dataclass
@@ -163,6 +172,8 @@ class DurableEngine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
         self.counters = {"episodes": 0, "activities": 0, "entityBatches": 0}
+        self._outstanding: dict[str, int] = {}  # instance -> calls it is waiting on
+        self._episode_cost: dict[str, float] = {}  # instance -> seconds its last episode took
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -244,7 +255,13 @@ class DurableEngine:
             if instance_id.startswith("@"):
                 more = await self._entity_episode(instance_id)
             else:
+                if self._outstanding.get(instance_id, 0) > 1:
+                    gather = min(self._episode_cost.get(instance_id, 0.0), GATHER_LIMIT_SECONDS)
+                    if gather > 0.002:
+                        await asyncio.sleep(gather)
+                began = time.perf_counter()
                 more = await self._orchestration_episode(instance_id)
+                self._episode_cost[instance_id] = time.perf_counter() - began
         except _Transient as error:
             logger.warning("durable %s: %s; trying again", instance_id, error)
             self._arm(time.time() + TRANSIENT_RETRY_SECONDS, instance_id)
@@ -441,6 +458,11 @@ class DurableEngine:
         row.updated = time.time()
         changes.instances.append(row)
         await self._commit(changes, episode.wake, episode.work)
+        if row.status in TERMINAL:
+            self._outstanding.pop(instance_id, None)
+            self._episode_cost.pop(instance_id, None)
+        else:
+            self._outstanding[instance_id] = sum(1 for t in row.state["tasks"].values() if t["kind"] != "timer")
         return more or leftover
 
     def _task_outcome(self, episode: _Episode, task: dict[str, Any], body: dict[str, Any],
@@ -515,8 +537,11 @@ class DurableEngine:
         if definition is None:
             return {"failed": f"The orchestrator function '{row.name}' doesn't exist, is disabled, or is not an "
                               "orchestrator function."}
+        replayed = [*past, *new_events]
+        if definition.language == "python" and not self.options.full_history:
+            replayed = [e for e in replayed if e["EventType"] not in PYTHON_SDK_UNREAD]
         context = {
-            "history": [*past, *new_events],
+            "history": replayed,
             "input": h.parse_json_text(row.input),
             "instanceId": row.instance_id,
             "isReplaying": bool(past),

@@ -103,7 +103,15 @@ def options_from(raw: dict[str, Any]) -> Options:
         max_orchestrations=_positive_int(section, "maxConcurrentOrchestratorFunctions", Options.max_orchestrations),
         entity_batch=_positive_int(section, "maxEntityOperationBatchSize", Options.entity_batch),
         payload_limit=_positive_int(own, "maxPayloadBytes", Options.payload_limit),
+        full_history=_flag(own, "fullHistory"),
     )
+
+
+def _flag(section: dict[str, Any], key: str) -> bool:
+    value = section.get(key, False)
+    if not isinstance(value, bool):
+        raise DurableConfigError(f"host.json extensions.durableTask.funcplane.{key}: must be true or false")
+    return value
 
 
 def uses_durable(definition: FunctionDefinition) -> bool:
