@@ -228,3 +228,21 @@ def test_corrupt_or_foreign_store_is_refused(start_host, tmp_path: Path) -> None
     store.write_bytes(b"this is not a database" * 100)
     host = start_host(app, env={"FUNCPLANE_STATE_DIR": str(tmp_path / "state")}, wait_ready=False)
     host.wait_until(lambda: "not a usable SQLite database" in host.get("/readyz").text, "the corrupt store")
+
+
+def test_rewind_restart_and_call_http(durable_host: HostProcess) -> None:
+    fragile = start_orchestration(durable_host, "fragile")
+    failed = wait_for(durable_host, fragile)
+    assert failed["runtimeStatus"] == "Failed" and "attempt 1 failed" in failed["output"]
+    assert api(durable_host, "POST", f"/instances/{fragile}/rewind?reason=fixed").status == 202
+    assert wait_for(durable_host, fragile)["output"] == "succeeded on attempt 2"
+    assert api(durable_host, "POST", f"/instances/{fragile}/rewind").status == 410  # only Failed ones
+
+    first = start_orchestration(durable_host, "chain", ["Bern"])
+    wait_for(durable_host, first)
+    restarted = api(durable_host, "POST", f"/instances/{first}/restart")
+    assert restarted.status == 202 and restarted.json()["id"] != first
+    assert wait_for(durable_host, restarted.json()["id"])["output"] == ["Hello Bern!"]
+
+    caller = start_orchestration(durable_host, "http_caller", f"{durable_host.base_url}/api/ping")
+    assert wait_for(durable_host, caller)["output"] == {"status": 200, "content": "pong"}

@@ -202,3 +202,14 @@ def entity_user(context: df.DurableOrchestrationContext):
     except Exception:
         failed = True
     return {"value": value, "failureSeen": failed}
+
+
+@app.orchestration_trigger(context_name="context")
+def fragile(context: df.DurableOrchestrationContext):
+    return (yield context.call_activity("flaky", {"key": context.instance_id, "failures": 1}))
+
+
+@app.orchestration_trigger(context_name="context")
+def http_caller(context: df.DurableOrchestrationContext):
+    response = yield context.call_http("GET", context.get_input())
+    return {"status": response["statusCode"], "content": response["content"]}
