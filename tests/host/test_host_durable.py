@@ -78,6 +78,12 @@ def test_human_interaction_event_and_timeout(durable_host: HostProcess) -> None:
                    headers={"Content-Type": "text/plain"})
     assert bad_type.status == 400
 
+    paused = start_orchestration(durable_host, "approval_then_pause")
+    assert api(durable_host, "POST", f"/instances/{paused}/raiseEvent/Approval", True).status == 202
+    assert wait_for(durable_host, paused)["output"] == "approved"
+    history = status(durable_host, paused, "showHistory=true")["historyEvents"]
+    assert [e["EventType"] for e in history].count("TimerFired") == 1  # the pause, not the cancelled timeout
+
 
 def test_durable_timer_replays_time_deterministically(durable_host: HostProcess) -> None:
     done = wait_for(durable_host, start_orchestration(durable_host, "sleeper"))

@@ -54,7 +54,7 @@ TRANSIENT_RETRY_SECONDS = 1.0
 # While an instance waits on many calls (fan-in), an episode per completion replays the whole
 # history again and again; waiting up to the last episode's own duration (capped) lets
 # completions gather, so replay never takes more than about half of the worker's time.
-GATHER_LIMIT_SECONDS = 0.25
+GATHER_LIMIT_SECONDS = 1.0
 # What Azure Storage advertises for timers; with schema V3 the SDK splits longer timers.
 LONG_TIMER_INTERVAL = "3.00:00:00"
 MAX_SHORT_TIMER = "6.00:00:00"
@@ -584,9 +584,10 @@ class DurableEngine:
         state = outcome.get("state") or {}
         flat = flatten_actions(state.get("actions") or [])
         continue_as_new = next((a for a in flat if a.get("actionType") == 4), None)
-        for action in flat[row.state["actions"]:]:
-            new_events.extend(self._materialise(episode, action))
+        for index in range(row.state["actions"], len(flat)):
+            new_events.extend(self._materialise(episode, flat[index], index))
         row.state["actions"] = len(flat)
+        self._forget_cancelled_timers(row, flat)
         custom = state.get("customStatus")
         row.custom_status = json.dumps(custom) if custom is not None else None
         if outcome.get("failed") is not None:
@@ -627,7 +628,18 @@ class DurableEngine:
             episode.send(row.parent["instanceId"], {**to_parent, "seq": row.parent["seq"],
                                                     "executionId": row.parent["executionId"]})
 
-    def _materialise(self, episode: _Episode, action: dict[str, Any]) -> list[dict[str, Any]]:
+    @staticmethod
+    def _forget_cancelled_timers(row: InstanceRow, flat: list[dict[str, Any]]) -> None:
+        """A timer the orchestrator cancelled (the losing side of task_any) fires no event."""
+        timers: dict[str, int] = row.state.get("timers", {})
+        for index, seq in list(timers.items()):
+            action = flat[int(index)] if int(index) < len(flat) else {}
+            if action.get("isCanceled"):
+                row.state["tasks"].pop(str(seq), None)
+            if action.get("isCanceled") or str(seq) not in row.state["tasks"]:
+                del timers[index]
+
+    def _materialise(self, episode: _Episode, action: dict[str, Any], index: int) -> list[dict[str, Any]]:
         """History events (and work) for one action the SDK scheduled for the first time."""
         kind = action.get("actionType")
         row = episode.row
@@ -651,6 +663,7 @@ class DurableEngine:
             except ValueError:
                 fire_at = episode.now
             row.state["tasks"][str(seq)] = {"kind": "timer", "fireAt": fire_text}
+            row.state.setdefault("timers", {})[str(index)] = seq
             if not action.get("isCanceled"):
                 episode.send(row.instance_id, {"kind": "timer", "seq": seq, "executionId": row.execution_id},
                              fire_at)

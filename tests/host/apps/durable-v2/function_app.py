@@ -213,3 +213,16 @@ def fragile(context: df.DurableOrchestrationContext):
 def http_caller(context: df.DurableOrchestrationContext):
     response = yield context.call_http("GET", context.get_input())
     return {"status": response["statusCode"], "content": response["content"]}
+
+
+@app.orchestration_trigger(context_name="context")
+def approval_then_pause(context: df.DurableOrchestrationContext):
+    now = context.current_utc_datetime
+    timeout = context.create_timer(now + timedelta(seconds=1))
+    event = context.wait_for_external_event("Approval")
+    winner = yield context.task_any([event, timeout])
+    if winner == event:
+        timeout.cancel()
+    # The cancelled timeout falls due during this pause; it must not fire into the history.
+    yield context.create_timer(now + timedelta(seconds=2))
+    return "approved" if winner == event else "timed out"
