@@ -8,13 +8,16 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import HOST_APPS, HostProcess
+from conftest import HOST_APPS, HostProcess, free_port
 
 SDK_VERSION = os.environ.get("FUNCPLANE_DURABLE_SDK_VERSION", "1.7.0")
 SDK_CACHE = Path.home() / ".cache" / "funcplane" / "durable-sdk"
@@ -81,3 +84,34 @@ def wait_for(host: HostProcess, instance_id: str, timeout: float = 60.0,
         time.sleep(0.05)
     pytest.fail(f"instance {instance_id} did not reach {statuses} in {timeout}s; last status {current}\n"
                 f"{host.log_tail(60)}")
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Debian's PostgreSQL server on a loopback port with its data in a temp dir; yields a DSN."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        pytest.fail("PostgreSQL server binaries not found under /usr/lib/postgresql: install Debian's "
+                    "postgresql package (`make test` does)")
+    bin_dir = found[-1].parent
+    root = Path(tempfile.mkdtemp(prefix="funcplane-pg-"))
+    data = root / "data"
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:
+        shutil.chown(root, "postgres", "postgres")
+    port = free_port()
+
+    def run(*command: str) -> None:
+        done = subprocess.run([*as_postgres, *command], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.fail(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
+
+    try:
+        run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50", "start")
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

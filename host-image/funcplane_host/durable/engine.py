@@ -17,6 +17,7 @@ can resume the orchestrator's code within the same episode.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import json
 import logging
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from funcplane_host.durable import history as h
-from funcplane_host.durable.store import Changes, InstanceRow, Message, SqliteStore, WorkItem
+from funcplane_host.durable.store import Changes, InstanceRow, Message, SqlStore, WorkItem
 from funcplane_host.invocation import Invocation, InvocationFailed
 from funcplane_host.protocol import FunctionRpc_pb2 as rpc
 
@@ -55,6 +56,9 @@ TRANSIENT_RETRY_SECONDS = 1.0
 # history again and again; waiting up to the last episode's own duration (capped) lets
 # completions gather, so replay never takes more than about half of the worker's time.
 GATHER_LIMIT_SECONDS = 1.0
+POLL_SECONDS = 0.2  # shared stores: how often a host looks for work other hosts left
+# The instance whose episode this task runs under a lease (shared stores); its commit is fenced.
+_LEASED: contextvars.ContextVar[str | None] = contextvars.ContextVar("durable_leased", default=None)
 # What Azure Storage advertises for timers; with schema V3 the SDK splits longer timers.
 LONG_TIMER_INTERVAL = "3.00:00:00"
 MAX_SHORT_TIMER = "6.00:00:00"
@@ -157,7 +161,7 @@ def _failure_text(failure: InvocationFailed) -> str:
 
 
 class DurableEngine:
-    def __init__(self, host: FunctionHost, store: SqliteStore, options: Options) -> None:
+    def __init__(self, host: FunctionHost, store: SqlStore, options: Options) -> None:
         self.host = host
         self.store = store
         self.options = options
@@ -174,10 +178,18 @@ class DurableEngine:
         self.counters = {"episodes": 0, "activities": 0, "entityBatches": 0}
         self._outstanding: dict[str, int] = {}  # instance -> calls it is waiting on
         self._episode_cost: dict[str, float] = {}  # instance -> seconds its last episode took
+        self._work_in_flight: set[int] = set()
+        self._leases_held: set[str] = set()
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.store.shared:
+            # Other hosts share the hub: pending work is claimed by polling, not taken wholesale.
+            self._loops = [loop.create_task(self._dispatch()), loop.create_task(self._fire_timers()),
+                           loop.create_task(self._poll_shared()), loop.create_task(self._renew_leases())]
+            return
         work, inboxes = await self.store.recovery()
         now = time.time()
         for instance_id, visible_at in inboxes:
@@ -198,7 +210,8 @@ class DurableEngine:
         await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
 
     def _spawn(self, work: Any) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+        # A fresh context: work started from an episode must not inherit its instance lease.
+        task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -251,7 +264,14 @@ class DurableEngine:
 
     async def _run_instance(self, instance_id: str) -> None:
         more = False
+        leased = False
         try:
+            if self.store.shared:
+                leased = await self.store.claim_instance(instance_id, time.time())  # type: ignore[attr-defined]
+                if not leased:
+                    return  # another host runs it; polling brings it back if work remains
+                self._leases_held.add(instance_id)
+                _LEASED.set(instance_id)
             if instance_id.startswith("@"):
                 more = await self._entity_episode(instance_id)
             else:
@@ -271,6 +291,12 @@ class DurableEngine:
             logger.exception("durable episode of %s failed; trying again", instance_id)
             self._arm(time.time() + TRANSIENT_RETRY_SECONDS, instance_id)
         finally:
+            if leased:
+                self._leases_held.discard(instance_id)
+                try:
+                    await self.store.release_instance(instance_id)  # type: ignore[attr-defined]
+                except Exception:  # noqa: BLE001 - the lease runs out by itself
+                    logger.warning("durable %s: could not release the instance lease", instance_id)
             self._running.discard(instance_id)
             self._episode_slots.release()
             if instance_id in self._again or more:
@@ -279,6 +305,11 @@ class DurableEngine:
 
     async def _commit(self, changes: Changes, wake: Iterable[str], work: Iterable[WorkItem]) -> None:
         now = time.time()
+        if self.store.shared:
+            leased = _LEASED.get()
+            if leased is not None:
+                changes.fence = self.store.fence(leased)  # type: ignore[attr-defined]
+            changes.work_owner = (self.store.owner, now + self.store.lease_seconds)  # type: ignore[attr-defined]
         await self.store.apply(changes, now)
         for message in changes.messages:
             if message.visible_at > now:
@@ -723,9 +754,47 @@ class DurableEngine:
                 episode.work.append(item)
         logger.info("durable %s rewound: %s", row.instance_id, reason)
 
+    # ---- many hosts on one hub ------------------------------------------------------------------------
+
+    async def _poll_shared(self) -> None:
+        store: Any = self.store
+        while True:
+            try:
+                now = time.time()
+                for instance_id in await store.due_instances(now, 500):
+                    self.wake(instance_id)
+                room = self.options.max_activities - len(self._work_in_flight)
+                if room > 0:
+                    for item in await store.claim_work(now, room):
+                        if item.id not in self._work_in_flight:
+                            self._spawn(self._run_work(item))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the database may be back on the next round
+                logger.exception("durable hub %s: polling the shared store failed", store.hub)
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def _renew_leases(self) -> None:
+        store: Any = self.store
+        while True:
+            await asyncio.sleep(store.lease_seconds / 3)
+            try:
+                await store.renew(sorted(self._work_in_flight), sorted(self._leases_held), time.time())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - unrenewed leases pass to other hosts, as designed
+                logger.exception("durable hub %s: renewing leases failed", store.hub)
+
     # ---- activities ---------------------------------------------------------------------------------
 
     async def _run_work(self, item: WorkItem) -> None:
+        self._work_in_flight.add(item.id)
+        try:
+            await self._run_work_item(item)
+        finally:
+            self._work_in_flight.discard(item.id)
+
+    async def _run_work_item(self, item: WorkItem) -> None:
         body = item.body
         while True:
             try:

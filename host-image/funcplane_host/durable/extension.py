@@ -17,6 +17,8 @@ import json
 import logging
 import re
 import tempfile
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +29,7 @@ from funcplane_host.durable.engine import (
     DurableEngine,
     Options,
 )
-from funcplane_host.durable.store import DurableStoreError, SqliteStore
+from funcplane_host.durable.store import DurableStoreError, SqliteStore, SqlStore
 from funcplane_host.protocol import FunctionRpc_pb2 as rpc
 
 if TYPE_CHECKING:
@@ -114,6 +116,36 @@ def _flag(section: dict[str, Any], key: str) -> bool:
     return value
 
 
+@dataclass(frozen=True)
+class StoreChoice:
+    kind: str  # "sqlite" or "postgresql"
+    connection_setting: str | None = None
+    lease_seconds: float = 15.0
+
+
+def store_choice(raw: dict[str, Any]) -> StoreChoice:
+    """host.json extensions.durableTask.storageProvider: PostgreSQL, or the embedded SQLite file
+    (also for Azure's default AzureStorage, which has no equivalent here)."""
+    provider = _section(raw).get("storageProvider") or {}
+    where = "host.json extensions.durableTask.storageProvider"
+    if not isinstance(provider, dict):
+        raise DurableConfigError(f"{where}: must be an object")
+    kind = str(provider.get("type") or "sqlite").lower()
+    if kind in ("sqlite", "azurestorage"):
+        return StoreChoice("sqlite")
+    if kind != "postgresql":
+        raise DurableConfigError(f"{where}.type {provider.get('type')!r}: use \"sqlite\" (embedded, one host) "
+                                 "or \"postgresql\" (shared by many hosts)")
+    setting = provider.get("connectionStringName")
+    if not isinstance(setting, str) or not setting:
+        raise DurableConfigError(f"{where}.connectionStringName: name the app setting that holds the "
+                                 "PostgreSQL connection string")
+    lease = provider.get("leaseSeconds", 15)
+    if not isinstance(lease, (int, float)) or isinstance(lease, bool) or not 1 <= lease <= 300:
+        raise DurableConfigError(f"{where}.leaseSeconds: must be a number of seconds from 1 to 300")
+    return StoreChoice("postgresql", setting, float(lease))
+
+
 def uses_durable(definition: FunctionDefinition) -> bool:
     return any(str(b.get("type", "")).lower() in DURABLE_TRIGGERS | CLIENT_BINDINGS for b in definition.bindings)
 
@@ -126,11 +158,13 @@ class DurableExtension:
         self.hub = ""
         self.options = Options()
         self.store_path: Path | None = None
+        self.choice = StoreChoice("sqlite")
         self._starter: asyncio.Task[None] | None = None
         try:
             settings = host.settings
             self.hub = hub_name(host.config.raw, host.environment, settings.slot_name)
             self.options = options_from(host.config.raw)
+            self.choice = store_choice(host.config.raw)
             state_dir = settings.state_dir or Path(tempfile.gettempdir()) / "funcplane-state" / hashlib.sha256(
                 str(host.app_root).encode()).hexdigest()[:16]
             self.store_path = state_dir / "durable" / f"{self.hub}.sqlite"
@@ -169,8 +203,11 @@ class DurableExtension:
             return
         if self.error is not None:
             return
-        assert self.store_path is not None
-        store = SqliteStore(self.store_path, self.hub)
+        try:
+            store = self._store()
+        except DurableConfigError as error:
+            self.error = str(error)
+            return
         try:
             await asyncio.to_thread(store.open)
         except DurableStoreError as error:
@@ -180,7 +217,21 @@ class DurableExtension:
         engine = DurableEngine(self.host, store, self.options)
         await engine.start()
         self.engine = engine
-        logger.info("durable task hub %s: store %s", self.hub, self.store_path)
+        logger.info("durable task hub %s: store %s", self.hub, store.path)
+
+    def _store(self) -> SqlStore:
+        if self.choice.kind == "sqlite":
+            assert self.store_path is not None
+            return SqliteStore(self.store_path, self.hub)
+        from funcplane_host.durable.postgres import PostgresStore  # psycopg only where it is used
+
+        setting = self.choice.connection_setting or ""
+        dsn = self.host.environment.get(setting)
+        if not dsn:
+            raise DurableConfigError(f"host.json extensions.durableTask.storageProvider.connectionStringName "
+                                     f"names app setting {setting!r}, which is not set")
+        owner = f"{self.host.settings.host_id}/{uuid.uuid4().hex[:8]}"
+        return PostgresStore(dsn, self.hub, owner, self.choice.lease_seconds)
 
     async def stop(self) -> None:
         if self._starter is not None:
@@ -200,8 +251,8 @@ class DurableExtension:
 
     def as_json(self) -> dict[str, Any]:
         engine = self.engine
-        return {"taskHub": self.hub, "store": engine.store.kind if engine else None,
-                "path": str(self.store_path) if self.store_path else None, "error": self.error,
+        return {"taskHub": self.hub, "store": engine.store.kind if engine else self.choice.kind,
+                "path": str(engine.store.path if engine else self.store_path), "error": self.error,
                 "counters": dict(engine.counters) if engine else None}
 
     # ---- the client binding ----------------------------------------------------------------------

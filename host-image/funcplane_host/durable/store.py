@@ -1,4 +1,6 @@
-"""The embedded durable store: one SQLite file per task hub, WAL, one writer thread.
+"""Durable stores: SQL shared by the embedded SQLite file and the shared PostgreSQL database.
+
+The embedded store is one SQLite file per task hub, WAL, one writer thread.
 
 Every change an orchestration episode makes (its new history, the messages it consumed, the work
 and messages it sends) is one job; the writer thread runs jobs that queue up together in one
@@ -53,7 +55,9 @@ CREATE INDEX IF NOT EXISTS messages_visible ON messages(visible_at);
 CREATE TABLE IF NOT EXISTS work(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     instance_id TEXT NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    owner TEXT,
+    expires REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS entities(
     entity_id TEXT PRIMARY KEY,
@@ -64,6 +68,12 @@ CREATE TABLE IF NOT EXISTS entities(
 
 INSTANCE_COLUMNS = ("instance_id", "name", "execution_id", "status", "input", "output", "custom_status",
                     "created", "updated", "parent", "history", "state")
+# Upserts in the SQL both SQLite (3.24+) and PostgreSQL speak.
+_UPSERT_INSTANCE = (f"INSERT INTO instances VALUES ({','.join('?' * len(INSTANCE_COLUMNS))}) "
+                    "ON CONFLICT (instance_id) DO UPDATE SET "
+                    + ", ".join(f"{c} = excluded.{c}" for c in INSTANCE_COLUMNS[1:]))
+_UPSERT_ENTITY = ("INSERT INTO entities VALUES (?,?,?) ON CONFLICT (entity_id) DO UPDATE SET "
+                  "state = excluded.state, updated = excluded.updated")
 
 
 class DurableStoreError(RuntimeError):
@@ -123,89 +133,72 @@ class Changes:
     consumed_messages: list[int] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     work: list[WorkItem] = field(default_factory=list)
+    work_owner: tuple[str, float] | None = None  # shared stores: (owner, lease expiry) of new work
     finished_work: list[int] = field(default_factory=list)
     entity_states: dict[str, str | None] = field(default_factory=dict)
     dropped_entities: list[str] = field(default_factory=list)
     drop_messages_of: list[str] = field(default_factory=list)  # instances whose pending messages go
+    fence: Callable[[Any], None] | None = None  # shared stores: raises unless this host holds the instance
 
-    def apply(self, conn: sqlite3.Connection, now: float) -> None:
+    def apply(self, conn: Any, now: float) -> None:
+        """Write the changes through `conn` (sqlite3, or the PostgreSQL adapter: same SQL)."""
+        if self.fence is not None:
+            self.fence(conn)
         for instance_id in self.drop_messages_of:
             conn.execute("DELETE FROM messages WHERE instance_id = ?", (instance_id,))
         if self.consumed_messages:
-            conn.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i in self.consumed_messages))
+            conn.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in self.consumed_messages])
         if self.finished_work:
-            conn.executemany("DELETE FROM work WHERE id = ?", ((i,) for i in self.finished_work))
+            conn.executemany("DELETE FROM work WHERE id = ?", [(i,) for i in self.finished_work])
         if self.instances:
-            placeholders = ",".join("?" * len(INSTANCE_COLUMNS))
-            conn.executemany(f"INSERT OR REPLACE INTO instances VALUES ({placeholders})",
-                             (row.to_sql() for row in self.instances))
+            conn.executemany(_UPSERT_INSTANCE, [row.to_sql() for row in self.instances])
         for message in self.messages:
-            cursor = conn.execute("INSERT INTO messages(instance_id, visible_at, body) VALUES (?,?,?)",
-                                  (message.instance_id, message.visible_at, json.dumps(message.body)))
-            message.id = int(cursor.lastrowid or 0)
+            message.id = int(conn.execute(
+                "INSERT INTO messages(instance_id, visible_at, body) VALUES (?,?,?) RETURNING id",
+                (message.instance_id, message.visible_at, json.dumps(message.body))).fetchone()[0])
+        owner, expires = self.work_owner or (None, 0.0)
         for item in self.work:
-            cursor = conn.execute("INSERT INTO work(instance_id, body) VALUES (?,?)",
-                                  (item.instance_id, json.dumps(item.body)))
-            item.id = int(cursor.lastrowid or 0)
+            item.id = int(conn.execute(
+                "INSERT INTO work(instance_id, body, owner, expires) VALUES (?,?,?,?) RETURNING id",
+                (item.instance_id, json.dumps(item.body), owner, expires)).fetchone()[0])
         for entity_id, state in self.entity_states.items():
-            conn.execute("INSERT OR REPLACE INTO entities VALUES (?,?,?)", (entity_id, state, now))
+            conn.execute(_UPSERT_ENTITY, (entity_id, state, now))
         if self.dropped_entities:
-            conn.executemany("DELETE FROM entities WHERE entity_id = ?", ((e,) for e in self.dropped_entities))
+            conn.executemany("DELETE FROM entities WHERE entity_id = ?", [(e,) for e in self.dropped_entities])
 
 
 @dataclass
 class _Job:
-    run: Callable[[sqlite3.Connection], Any]
+    run: Callable[[Any], Any]
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
 
 
-class SqliteStore:
-    """One task hub's file. All access goes through the writer thread, one connection."""
+class SqlStore:
+    """A task hub in SQL. All access goes through one thread and one connection, so the SQL is
+    the same for every store; a subclass connects and checks the schema."""
 
-    kind = "sqlite"
+    kind = ""
+    shared = False  # many hosts on one hub: work and instances are leased
+    _begin = "BEGIN"
+    _db_errors: tuple[type[Exception], ...] = ()
 
-    def __init__(self, path: Path, hub: str) -> None:
-        self.path = path
+    def __init__(self, where: Any, hub: str) -> None:
+        self.path = where
         self.hub = hub
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._conn: sqlite3.Connection | None = None
-
-    # ---- opening -------------------------------------------------------------------------
+        self._conn: Any = None
 
     def open(self) -> None:
-        """Open (creating if new) and verify the file; raises DurableStoreError naming it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._verify(conn)
-        except sqlite3.DatabaseError as error:
-            raise DurableStoreError(
-                f"durable store {self.path} is not a usable SQLite database ({error}); move it away "
-                "or point FUNCPLANE_STATE_DIR elsewhere") from None
-        self._conn = conn
+        raise NotImplementedError
+
+    def _start_thread(self) -> None:
         self._thread = threading.Thread(target=self._serve, name=f"durable-store-{self.hub}", daemon=True)
         self._thread.start()
 
-    def _verify(self, conn: sqlite3.Connection) -> None:
-        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if application_id != APPLICATION_ID and tables:
-            raise DurableStoreError(
-                f"durable store {self.path} belongs to another program (application id {application_id}, "
-                f"tables {sorted(tables)}); refusing to use it — move it away or choose another state directory")
-        check = conn.execute("PRAGMA quick_check").fetchone()[0]
-        if check != "ok":
-            raise DurableStoreError(f"durable store {self.path} is corrupt ({check}); restore it from a backup "
-                                    "or move it away to start an empty task hub")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        if not tables:
-            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-        conn.executescript(_SCHEMA)
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    def _check_meta(self, meta: dict[str, str], conn: Any) -> None:
+        """First use writes the schema version and hub; later uses must match them."""
         if not meta:
             conn.executemany("INSERT INTO meta VALUES (?,?)",
                              [("schemaVersion", str(SCHEMA_VERSION)), ("taskHub", self.hub)])
@@ -217,7 +210,7 @@ class SqliteStore:
         if meta.get("taskHub") != self.hub:
             raise DurableStoreError(
                 f"durable store {self.path} holds task hub {meta.get('taskHub')!r}, not {self.hub!r}; "
-                "each hub has its own file — check extensions.durableTask.hubName")
+                "each hub has its own store - check extensions.durableTask.hubName")
 
     def close(self) -> None:
         if self._thread is not None:
@@ -228,7 +221,7 @@ class SqliteStore:
             self._conn.close()
             self._conn = None
 
-    # ---- the writer thread ------------------------------------------------------------------
+    # ---- the store's thread -------------------------------------------------------------------
 
     def _serve(self) -> None:
         conn = self._conn
@@ -250,7 +243,7 @@ class SqliteStore:
                 batch.append(job)
             outcomes: list[tuple[_Job, bool, Any]] = []
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(self._begin)
                 for index, job in enumerate(batch):
                     conn.execute(f"SAVEPOINT job{index}")
                     try:
@@ -261,17 +254,19 @@ class SqliteStore:
                         conn.execute(f"RELEASE job{index}")
                         outcomes.append((job, False, error))
                 conn.execute("COMMIT")
-            except sqlite3.Error as error:
-                if conn.in_transaction:
+            except self._db_errors as error:
+                try:
                     conn.execute("ROLLBACK")
+                except self._db_errors:
+                    pass
                 outcomes = [(job, False, DurableStoreError(f"durable store {self.path}: {error}")) for job in batch]
             for job, ok, value in outcomes:
                 job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
             if stop:
                 return
 
-    async def run(self, work: Callable[[sqlite3.Connection], Result]) -> Result:
-        """Run `work(conn)` inside a transaction on the writer thread."""
+    async def run(self, work: Callable[[Any], Result]) -> Result:
+        """Run `work(conn)` inside a transaction on the store's thread."""
         if self._thread is None:
             raise DurableStoreError(f"durable store {self.path} is closed")
         loop = asyncio.get_running_loop()
@@ -285,13 +280,13 @@ class SqliteStore:
         await self.run(lambda conn: changes.apply(conn, now))
 
     async def instance(self, instance_id: str) -> InstanceRow | None:
-        def read(conn: sqlite3.Connection) -> InstanceRow | None:
+        def read(conn: Any) -> InstanceRow | None:
             row = conn.execute("SELECT * FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
             return InstanceRow.from_sql(row) if row else None
         return await self.run(read)
 
     async def episode_input(self, instance_id: str, now: float, limit: int) -> tuple[InstanceRow | None, list[Message]]:
-        def read(conn: sqlite3.Connection) -> tuple[InstanceRow | None, list[Message]]:
+        def read(conn: Any) -> tuple[InstanceRow | None, list[Message]]:
             row = conn.execute("SELECT * FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
             messages = [
                 Message(instance_id, json.loads(body), visible_at, message_id)
@@ -303,7 +298,7 @@ class SqliteStore:
         return await self.run(read)
 
     async def entity_input(self, entity_id: str, limit: int) -> tuple[str | None, bool, list[Message]]:
-        def read(conn: sqlite3.Connection) -> tuple[str | None, bool, list[Message]]:
+        def read(conn: Any) -> tuple[str | None, bool, list[Message]]:
             row = conn.execute("SELECT state FROM entities WHERE entity_id = ?", (entity_id,)).fetchone()
             messages = [
                 Message(entity_id, json.loads(body), visible_at, message_id)
@@ -315,14 +310,14 @@ class SqliteStore:
         return await self.run(read)
 
     async def entity_state(self, entity_id: str) -> tuple[bool, str | None]:
-        def read(conn: sqlite3.Connection) -> tuple[bool, str | None]:
+        def read(conn: Any) -> tuple[bool, str | None]:
             row = conn.execute("SELECT state FROM entities WHERE entity_id = ?", (entity_id,)).fetchone()
             return (row is not None, row[0] if row else None)
         return await self.run(read)
 
     async def recovery(self) -> tuple[list[WorkItem], list[tuple[str, float]]]:
         """Pending work, and (instance, earliest visible time) of every inbox, for a restart."""
-        def read(conn: sqlite3.Connection) -> tuple[list[WorkItem], list[tuple[str, float]]]:
+        def read(conn: Any) -> tuple[list[WorkItem], list[tuple[str, float]]]:
             work = [WorkItem(instance_id, json.loads(body), work_id)
                     for work_id, instance_id, body in conn.execute("SELECT id, instance_id, body FROM work")]
             inboxes = [(r[0], float(r[1])) for r in conn.execute(
@@ -331,7 +326,7 @@ class SqliteStore:
         return await self.run(read)
 
     async def next_visible(self, instance_id: str) -> float | None:
-        def read(conn: sqlite3.Connection) -> float | None:
+        def read(conn: Any) -> float | None:
             row = conn.execute("SELECT MIN(visible_at) FROM messages WHERE instance_id = ?", (instance_id,)).fetchone()
             return float(row[0]) if row and row[0] is not None else None
         return await self.run(read)
@@ -345,7 +340,7 @@ class SqliteStore:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         limit = f"LIMIT {int(top)}" if top else ""
 
-        def read(conn: sqlite3.Connection) -> list[InstanceRow]:
+        def read(conn: Any) -> list[InstanceRow]:
             return [InstanceRow.from_sql(r) for r in conn.execute(
                 f"SELECT * FROM instances {where} ORDER BY instance_id {limit}", params)]
         return await self.run(read)
@@ -355,7 +350,7 @@ class SqliteStore:
         """Delete instances (by id, or by filter) with their messages and work; returns how many."""
         ids = list(instance_ids) if instance_ids is not None else None
 
-        def delete(conn: sqlite3.Connection) -> int:
+        def delete(conn: Any) -> int:
             if ids is None:
                 clauses, params = _filters(created_from, created_to, statuses, None)
                 where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
@@ -369,6 +364,46 @@ class SqliteStore:
                 conn.execute("DELETE FROM work WHERE instance_id = ?", (instance_id,))
             return deleted
         return await self.run(delete)
+
+
+class SqliteStore(SqlStore):
+    """One task hub's file, WAL, for one host."""
+
+    kind = "sqlite"
+    _begin = "BEGIN IMMEDIATE"
+    _db_errors = (sqlite3.Error,)
+
+    def open(self) -> None:
+        """Open (creating if new) and verify the file; raises DurableStoreError naming it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._verify(conn)
+        except sqlite3.DatabaseError as error:
+            raise DurableStoreError(
+                f"durable store {self.path} is not a usable SQLite database ({error}); move it away "
+                "or point FUNCPLANE_STATE_DIR elsewhere") from None
+        self._conn = conn
+        self._start_thread()
+
+    def _verify(self, conn: sqlite3.Connection) -> None:
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if application_id != APPLICATION_ID and tables:
+            raise DurableStoreError(
+                f"durable store {self.path} belongs to another program (application id {application_id}, "
+                f"tables {sorted(tables)}); refusing to use it - move it away or choose another state directory")
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise DurableStoreError(f"durable store {self.path} is corrupt ({check}); restore it from a backup "
+                                    "or move it away to start an empty task hub")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        if not tables:
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.executescript(_SCHEMA)
+        self._check_meta(dict(conn.execute("SELECT key, value FROM meta").fetchall()), conn)
 
 
 def _filters(created_from: float | None, created_to: float | None, statuses: Iterable[str],
