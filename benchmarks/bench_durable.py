@@ -2,6 +2,7 @@
 Python SDK (azure-functions-durable) in the test app tests/host/apps/durable-v2.
 
     .venv/bin/python benchmarks/bench_durable.py [--chain 100,300] [--fan 3000] [--starts 300] [--workers 1]
+    .venv/bin/python benchmarks/bench_durable.py --store postgresql --hosts 3
 
 Measures: a sequential activity chain (activities/s), fan-out/fan-in (activities/s), and
 orchestrations started and completed per second. The baseline, measured in the same run, is the
@@ -21,6 +22,7 @@ import json
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import aiohttp
@@ -29,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests" / "host"), str(REPO / "tests")]
 
 from conftest import MASTER_KEY, launch_host  # noqa: E402
-from durable_support import DURABLE_V2, durable_app  # noqa: E402
+from durable_support import DURABLE_V2, durable_app, postgres_server, use_postgres  # noqa: E402
 
 WEBHOOK = "/runtime/webhooks/durabletask"
 HEADERS = {"x-functions-key": MASTER_KEY, "Content-Type": "application/json"}
@@ -100,7 +102,8 @@ async def measure(base: str, args: argparse.Namespace) -> None:
             await finish(session, base, instance)
         complete_rate = args.starts / (time.perf_counter() - began)
 
-    print(f"store=sqlite hosts=1 worker processes={args.workers} sdk=azure-functions-durable")
+    print(f"store={args.store} hosts={args.hosts} worker processes={args.workers} per host "
+          "sdk=azure-functions-durable")
     print(f"baseline: plain HTTP invocations, sequential     {plain:8.1f} /s")
     for length, rate in chain_rates.items():
         print(f"sequential chain ({length} activities)          {rate:8.1f} activities/s  "
@@ -118,18 +121,30 @@ def main() -> None:
     parser.add_argument("--fan", type=int, default=3000)
     parser.add_argument("--starts", type=int, default=300)
     parser.add_argument("--workers", type=int, default=1, help="FUNCTIONS_WORKER_PROCESS_COUNT")
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--hosts", type=int, default=1, help="hosts sharing the hub (postgresql only)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-durable-") as scratch:
+    if args.store == "sqlite" and args.hosts != 1:
+        raise SystemExit("the SQLite store serves one host; use --store postgresql for more")
+    with tempfile.TemporaryDirectory(prefix="bench-durable-") as scratch, ExitStack() as stack:
         root = Path(scratch)
         app = durable_app(DURABLE_V2, root)
-        host = launch_host(root, app, wait_ready=False, env={
-            "FUNCPLANE_STATE_DIR": str(root / "state"), "DURABLE_TEST_STATE": str(root),
-            "FUNCTIONS_WORKER_RUNTIME": "python", "FUNCTIONS_WORKER_PROCESS_COUNT": str(args.workers)})
+        env = {"FUNCPLANE_STATE_DIR": str(root / "state"), "DURABLE_TEST_STATE": str(root),
+               "FUNCTIONS_WORKER_RUNTIME": "python", "FUNCTIONS_WORKER_PROCESS_COUNT": str(args.workers)}
+        if args.store == "postgresql":
+            env["DurablePostgres"] = stack.enter_context(postgres_server())
+            use_postgres(app)
+        hosts = []
         try:
-            host.wait_ready(90)
-            asyncio.run(measure(host.base_url, args))
+            for _ in range(args.hosts):
+                hosts.append(launch_host(root, app, wait_ready=False, env=env))
+            for host in hosts:
+                host.wait_ready(90)
+            # Requests go to the first host; with a shared store every host runs the work.
+            asyncio.run(measure(hosts[0].base_url, args))
         finally:
-            host.stop()
+            for host in hosts:
+                host.stop()
 
 
 if __name__ == "__main__":

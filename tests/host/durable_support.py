@@ -55,6 +55,14 @@ def durable_app(source: Path, destination: Path) -> Path:
     return app
 
 
+def use_postgres(app: Path, lease_seconds: float = 15) -> None:
+    """Point the app's task hub at PostgreSQL (the DSN comes from the app setting DurablePostgres)."""
+    host_json = json.loads((app / "host.json").read_text())
+    host_json["extensions"]["durableTask"]["storageProvider"] = {
+        "type": "postgresql", "connectionStringName": "DurablePostgres", "leaseSeconds": lease_seconds}
+    (app / "host.json").write_text(json.dumps(host_json))
+
+
 def start_orchestration(host: HostProcess, name: str, payload: Any = None) -> str:
     """Start through the app's own HTTP starter (the SDK's client.start_new); returns the instance id."""
     reply = host.request("POST", f"/api/orchestrators/{name}",

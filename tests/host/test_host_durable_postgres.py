@@ -4,7 +4,6 @@ leases run out, and every orchestration completes with the right output."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import psycopg
 import pytest
 
 from conftest import MASTER_KEY, launch_host
-from durable_support import DURABLE_V2, durable_app, postgres_server, start_orchestration, wait_for
+from durable_support import DURABLE_V2, durable_app, postgres_server, start_orchestration, use_postgres, wait_for
 from test_host_durable_recovery import process_tree
 
 LEASE_SECONDS = 3
@@ -26,22 +25,14 @@ def postgres() -> Iterator[str]:
         yield dsn
 
 
-def shared_app(root: Path) -> Path:
-    app = durable_app(DURABLE_V2, root)
-    host_json = json.loads((app / "host.json").read_text())
-    host_json["extensions"]["durableTask"]["storageProvider"] = {
-        "type": "postgresql", "connectionStringName": "DurablePostgres", "leaseSeconds": LEASE_SECONDS}
-    (app / "host.json").write_text(json.dumps(host_json))
-    return app
-
-
 def activities_run(host) -> int:
     status = host.get("/admin/host/status", headers={"x-functions-key": MASTER_KEY}).json()
     return status["durable"]["counters"]["activities"]
 
 
 def test_three_hosts_share_a_hub_and_survive_losing_one(postgres: str, tmp_path: Path) -> None:
-    app = shared_app(tmp_path)
+    app = durable_app(DURABLE_V2, tmp_path)
+    use_postgres(app, LEASE_SECONDS)
     env = {"DurablePostgres": postgres, "DURABLE_TEST_STATE": str(tmp_path), "FUNCTIONS_WORKER_RUNTIME": "python"}
     hosts = [launch_host(tmp_path, app, env=env, wait_ready=False) for _ in range(3)]
     try:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from funcplane_host.durable import history as h
-from funcplane_host.durable.store import Changes, InstanceRow, Message, SqlStore, WorkItem
+from funcplane_host.durable.store import Changes, InstanceRow, LeaseLost, Message, SqlStore, WorkItem
 from funcplane_host.invocation import Invocation, InvocationFailed
 from funcplane_host.protocol import FunctionRpc_pb2 as rpc
 
@@ -266,6 +266,10 @@ class DurableEngine:
         more = False
         leased = False
         try:
+            if self._outstanding.get(instance_id, 0) > 1:
+                gather = min(self._episode_cost.get(instance_id, 0.0), GATHER_LIMIT_SECONDS)
+                if gather > 0.002:
+                    await asyncio.sleep(gather)
             if self.store.shared:
                 leased = await self.store.claim_instance(instance_id, time.time())  # type: ignore[attr-defined]
                 if not leased:
@@ -275,13 +279,11 @@ class DurableEngine:
             if instance_id.startswith("@"):
                 more = await self._entity_episode(instance_id)
             else:
-                if self._outstanding.get(instance_id, 0) > 1:
-                    gather = min(self._episode_cost.get(instance_id, 0.0), GATHER_LIMIT_SECONDS)
-                    if gather > 0.002:
-                        await asyncio.sleep(gather)
                 began = time.perf_counter()
                 more = await self._orchestration_episode(instance_id)
                 self._episode_cost[instance_id] = time.perf_counter() - began
+        except LeaseLost as error:
+            logger.warning("%s; its episode here is dropped", error)
         except _Transient as error:
             logger.warning("durable %s: %s; trying again", instance_id, error)
             self._arm(time.time() + TRANSIENT_RETRY_SECONDS, instance_id)
@@ -293,6 +295,7 @@ class DurableEngine:
         finally:
             if leased:
                 self._leases_held.discard(instance_id)
+            if leased and _LEASED.get() is not None:
                 try:
                     await self.store.release_instance(instance_id)  # type: ignore[attr-defined]
                 except Exception:  # noqa: BLE001 - the lease runs out by itself
@@ -311,6 +314,8 @@ class DurableEngine:
                 changes.fence = self.store.fence(leased)  # type: ignore[attr-defined]
             changes.work_owner = (self.store.owner, now + self.store.lease_seconds)  # type: ignore[attr-defined]
         await self.store.apply(changes, now)
+        if changes.fence is not None:
+            _LEASED.set(None)  # the commit released the lease
         for message in changes.messages:
             if message.visible_at > now:
                 self._arm(message.visible_at, message.instance_id)

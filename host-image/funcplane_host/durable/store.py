@@ -80,6 +80,10 @@ class DurableStoreError(RuntimeError):
     """The store file cannot be used; the message names the file and the fix."""
 
 
+class LeaseLost(DurableStoreError):
+    """Another host holds the instance now (shared stores); this host's episode must not commit."""
+
+
 @dataclass
 class Message:
     instance_id: str
