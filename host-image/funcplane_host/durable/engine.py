@@ -53,9 +53,10 @@ PYTHON_SDK_UNREAD = frozenset({h.TASK_SCHEDULED, h.TIMER_CREATED, h.SUB_ORCHESTR
                                h.ORCHESTRATOR_COMPLETED, h.EXECUTION_COMPLETED})
 TRANSIENT_RETRY_SECONDS = 1.0
 # While an instance waits on many calls (fan-in), an episode per completion replays the whole
-# history again and again; waiting up to the last episode's own duration (capped) lets
-# completions gather, so replay never takes more than about half of the worker's time.
-GATHER_LIMIT_SECONDS = 1.0
+# history again and again; waiting a few times the last episode's own duration (capped) lets
+# completions gather, so replay takes at most about a quarter of the worker's time.
+GATHER_FACTOR = 3.0
+GATHER_LIMIT_SECONDS = 2.0
 POLL_SECONDS = 0.2  # shared stores: how often a host looks for work other hosts left
 # The instance whose episode this task runs under a lease (shared stores); its commit is fenced.
 _LEASED: contextvars.ContextVar[str | None] = contextvars.ContextVar("durable_leased", default=None)
@@ -179,6 +180,7 @@ class DurableEngine:
         self._outstanding: dict[str, int] = {}  # instance -> calls it is waiting on
         self._episode_cost: dict[str, float] = {}  # instance -> seconds its last episode took
         self._work_in_flight: set[int] = set()
+        self._arrived: dict[str, int] = {}  # instance -> completions since its last episode began
         self._leases_held: set[str] = set()
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -266,10 +268,7 @@ class DurableEngine:
         more = False
         leased = False
         try:
-            if self._outstanding.get(instance_id, 0) > 1:
-                gather = min(self._episode_cost.get(instance_id, 0.0), GATHER_LIMIT_SECONDS)
-                if gather > 0.002:
-                    await asyncio.sleep(gather)
+            await self._gather(instance_id)
             if self.store.shared:
                 leased = await self.store.claim_instance(instance_id, time.time())  # type: ignore[attr-defined]
                 if not leased:
@@ -305,6 +304,16 @@ class DurableEngine:
             if instance_id in self._again or more:
                 self._again.discard(instance_id)
                 self.wake(instance_id)
+
+    async def _gather(self, instance_id: str) -> None:
+        """Let completions for an instance waiting on many calls pile up before replaying it."""
+        outstanding = self._outstanding.get(instance_id, 0)
+        if outstanding > 1:
+            deadline = time.monotonic() + min(GATHER_FACTOR * self._episode_cost.get(instance_id, 0.0),
+                                              GATHER_LIMIT_SECONDS)
+            while time.monotonic() < deadline and self._arrived.get(instance_id, 0) < outstanding:
+                await asyncio.sleep(0.005)
+        self._arrived.pop(instance_id, None)
 
     async def _commit(self, changes: Changes, wake: Iterable[str], work: Iterable[WorkItem]) -> None:
         now = time.time()
@@ -812,6 +821,7 @@ class DurableEngine:
         self.counters["activities"] += 1
         message = Message(item.instance_id, {**outcome, "seq": body["seq"], "executionId": body["executionId"]})
         await self._commit(Changes(finished_work=[item.id], messages=[message]), [item.instance_id], [])
+        self._arrived[item.instance_id] = self._arrived.get(item.instance_id, 0) + 1
 
     async def _call_activity(self, body: dict[str, Any]) -> dict[str, Any]:
         name = str(body["name"])
