@@ -218,11 +218,11 @@ def http_caller(context: df.DurableOrchestrationContext):
 @app.orchestration_trigger(context_name="context")
 def approval_then_pause(context: df.DurableOrchestrationContext):
     now = context.current_utc_datetime
-    timeout = context.create_timer(now + timedelta(seconds=1))
+    timeout = context.create_timer(now + timedelta(seconds=3))
     event = context.wait_for_external_event("Approval")
     winner = yield context.task_any([event, timeout])
     if winner == event:
         timeout.cancel()
     # The cancelled timeout falls due during this pause; it must not fire into the history.
-    yield context.create_timer(now + timedelta(seconds=2))
+    yield context.create_timer(now + timedelta(seconds=4))
     return "approved" if winner == event else "timed out"
