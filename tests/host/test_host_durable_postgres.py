@@ -42,6 +42,7 @@ def test_three_hosts_share_a_hub_and_survive_losing_one(postgres: str, tmp_path:
         assert (status["store"], status["taskHub"]) == ("postgresql", "DurableTests")
         chains = [start_orchestration(hosts[i % 3], "slow_chain", 6) for i in range(12)]
         fan = start_orchestration(hosts[1], "fan_out", 60)
+        counted = start_orchestration(hosts[2], "entity_user", "shared")
         victim = hosts[2]
         victim.wait_until(lambda: activities_run(victim) >= 2, "the third host to run activities")
         for pid in process_tree(victim.process.pid):
@@ -56,6 +57,7 @@ def test_three_hosts_share_a_hub_and_survive_losing_one(postgres: str, tmp_path:
             done = wait_for(survivors[index % 2], instance, 120)
             assert (done["runtimeStatus"], done["output"]) == ("Completed", sum(n * n for n in range(6)))
         assert wait_for(survivors[0], fan, 120)["output"] == sum(n * n for n in range(60))
+        assert wait_for(survivors[1], counted, 120)["output"] == {"value": 15, "failureSeen": True}
         assert all(activities_run(host) > 0 for host in survivors)
     finally:
         for host in hosts:

@@ -259,6 +259,9 @@ class DurableEngine:
     async def _dispatch(self) -> None:
         while True:
             instance_id = await self._ready.get()
+            while self.host.draining:
+                # A draining host starts no episodes; the store keeps them for the next host.
+                await asyncio.sleep(POLL_SECONDS)
             await self._episode_slots.acquire()
             self._queued.discard(instance_id)
             self._running.add(instance_id)
@@ -810,6 +813,8 @@ class DurableEngine:
 
     async def _run_work_item(self, item: WorkItem) -> None:
         body = item.body
+        if self.host.draining:
+            return  # left in the store: the next host (or, shared, another one) runs it
         while True:
             try:
                 async with self._activity_slots:
