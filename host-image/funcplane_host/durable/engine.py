@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -946,5 +946,3 @@ def status_payload(row: InstanceRow, *, show_input: bool = True, show_history: b
         payload["historyEvents"] = h.for_status(row.history, show_history_output)
     return payload
 
-
-Wake = Callable[[str], None]

@@ -18,7 +18,6 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 APPLICATION_ID = 0x46504446  # "FPDF": marks the file as a funcplane durable store
