@@ -4,6 +4,7 @@ leases run out, and every orchestration completes with the right output."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -62,3 +63,25 @@ def test_three_hosts_share_a_hub_and_survive_losing_one(postgres: str, tmp_path:
     finally:
         for host in hosts:
             host.stop()
+
+
+def test_a_foreign_schema_is_refused_by_name(postgres: str, tmp_path: Path) -> None:
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS dt_billing")
+        conn.execute("CREATE TABLE IF NOT EXISTS dt_billing.invoices(id INTEGER)")
+    app = durable_app(DURABLE_V2, tmp_path)
+    use_postgres(app)
+    host_json = json.loads((app / "host.json").read_text())
+    host_json["extensions"]["durableTask"]["hubName"] = "Billing"
+    (app / "host.json").write_text(json.dumps(host_json))
+    host = launch_host(tmp_path, app, wait_ready=False, env={"DurablePostgres": postgres,
+                                                             "FUNCTIONS_WORKER_RUNTIME": "python"})
+    try:
+        host.wait_until(lambda: "holds other tables" in host.get("/readyz").text, "the foreign schema", 90)
+        assert "dt_billing" in host.get("/readyz").text
+        with psycopg.connect(postgres) as conn:
+            tables = conn.execute("SELECT table_name FROM information_schema.tables "
+                                  "WHERE table_schema = 'dt_billing'").fetchall()
+        assert tables == [("invoices",)]  # nothing created or dropped next to them
+    finally:
+        host.stop()
