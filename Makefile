@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The stamp is keyed by pyproject.toml's content, so a dependency change reinstalls.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: venv binaries test demo cluster-up cluster-down bench crds clean
+.PHONY: venv binaries postgresql test demo cluster-up cluster-down bench crds clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ venv: $(STAMP)
 binaries: venv
 	$(BIN)/funcplane dev binaries kubernetes etcd kwok helm
 
-test: binaries
+# Debian's PostgreSQL server for the durable shared-store tests (each run starts its own on loopback).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
+
+test: binaries postgresql
 	$(BIN)/pytest
 
 demo: binaries

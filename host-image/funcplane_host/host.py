@@ -14,6 +14,7 @@ from funcplane_host.app.catalog import FunctionCatalog
 from funcplane_host.app.functions import FunctionDefinition, FunctionDefinitionError
 from funcplane_host.app.host_json import HostConfig, HostJsonError, load_host_config
 from funcplane_host.app.indexing import FunctionError, function_folders, index_function_folders
+from funcplane_host.durable.extension import DurableExtension
 from funcplane_host.grpc_server import GrpcServer
 from funcplane_host.invocation import Invocation, InvocationFailed
 from funcplane_host.http.auth import KeysError, KeyStore
@@ -64,6 +65,7 @@ class FunctionHost:
         self._shapes: dict[str, HttpShape] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.timers = TimerTriggers(self)
+        self.durable = DurableExtension(self)
 
     # ---- configuration ----------------------------------------------------------------
 
@@ -157,6 +159,7 @@ class FunctionHost:
             pool.start()
         self.state = "running"
         self.timers.start()
+        self.durable.start()
         logger.info("host %s started: app %s, workers %s, gRPC on 127.0.0.1:%d",
                     self.settings.host_id, self.app_root, sorted(self.pools), self.grpc_port)
 
@@ -226,6 +229,7 @@ class FunctionHost:
                 self.metrics.invocations.labels(function=name, outcome="unavailable").inc()
                 raise InvocationFailed(503, str(error)) from None
         input_data, trigger_metadata = invocation.build(channel)
+        input_data = [*input_data, *self.durable.input_bindings(definition)]
         invocation_id = str(uuid.uuid4())
         current_invocation_id.set(invocation_id)
         request = rpc.InvocationRequest(
@@ -312,6 +316,10 @@ class FunctionHost:
     def registry_errors(self) -> list[str]:
         return self.registry.errors
 
+    @property
+    def extension_errors(self) -> list[str]:
+        return self.durable.readiness_reasons()
+
     def readiness(self) -> Readiness:
         return readiness_of(self)
 
@@ -349,6 +357,7 @@ class FunctionHost:
     async def stop(self, grace: float = 5.0) -> None:
         self.state = "stopped"
         await self.timers.stop()
+        await self.durable.stop()
         await asyncio.gather(*(pool.stop(grace) for pool in self.pools.values()))
         await self.grpc.stop(0)
 
@@ -369,6 +378,7 @@ class FunctionHost:
                        *(e.as_json() for e in self.catalog.errors)],
             "inFlight": len(self.active),
             "nonHttpTriggers": self.timers.as_json(),
+            "durable": self.durable.as_json(),
         }
 
 

@@ -38,6 +38,9 @@ class ReadinessSource(Protocol):
     @property
     def registry_errors(self) -> list[str]: ...
 
+    @property
+    def extension_errors(self) -> list[str]: ...
+
 
 def app_problems(catalog: FunctionCatalog) -> list[str]:
     """Failures of the app as a whole (function name ""), e.g. its function_app.py failed to import."""
@@ -50,6 +53,7 @@ def readiness_of(host: ReadinessSource) -> Readiness:
         reasons.append(f"host is {host.state}")
     reasons.extend(host.config_errors)
     reasons.extend(host.registry_errors)
+    reasons.extend(host.extension_errors)
     catalog = host.catalog
     reasons.extend(app_problems(catalog))
     for language, pool in host.pools.items():

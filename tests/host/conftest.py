@@ -131,41 +131,51 @@ def metric_value(metrics_text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+def launch_host(run_root: Path, app: Path, *, env: dict[str, str] | None = None, args: list[str] | None = None,
+                keys: dict[str, Any] | None = None, worker_config: dict[str, Any] | None = None,
+                workers_dir: Path | None = None, wait_ready: bool = True, command: Path = HOST_COMMAND,
+                port: int | None = None) -> HostProcess:
+    """Start a host process with its files under `run_root`; the caller stops it."""
+    port = port or free_port()
+    run_dir = run_root / f"host-{port}"
+    run_dir.mkdir()
+    keys_file = run_dir / "keys.json"
+    keys_file.write_text(json.dumps(keys or {"masterKey": MASTER_KEY}))
+    managed = run_dir / "workers.json"
+    if worker_config is not None:
+        managed.write_text(json.dumps(worker_config))
+    host_env = {k: v for k, v in os.environ.items() if not k.startswith(("FUNCPLANE_", "FUNCTIONS_"))}
+    host_env.update({
+        "PYTHONUNBUFFERED": "1",
+        "FUNCPLANE_HOST_ID": f"test-{port}",
+    })
+    host_env.update(env or {})
+    argv = [
+        str(command), "--app", str(app), "--bind", "127.0.0.1", "--port", str(port),
+        "--keys-file", str(keys_file), "--worker-config", str(managed),
+        "--workers-dir", str(workers_dir or BUNDLED_WORKERS), *(args or []),
+    ]
+    log_path = run_dir / "host.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=host_env, cwd=run_dir)
+    host = HostProcess(process, port, log_path, app, host_env)
+    try:
+        host.wait_alive()
+        if wait_ready:
+            host.wait_ready()
+    except BaseException:
+        host.stop()
+        raise
+    return host
+
+
 @pytest.fixture
 def start_host(tmp_path: Path) -> Iterator[Callable[..., HostProcess]]:
     started: list[HostProcess] = []
 
-    def start(app: Path, *, env: dict[str, str] | None = None, args: list[str] | None = None,
-              keys: dict[str, Any] | None = None, worker_config: dict[str, Any] | None = None,
-              workers_dir: Path | None = None, wait_ready: bool = True,
-              command: Path = HOST_COMMAND) -> HostProcess:
-        port = free_port()
-        run_dir = tmp_path / f"host-{port}"
-        run_dir.mkdir()
-        keys_file = run_dir / "keys.json"
-        keys_file.write_text(json.dumps(keys or {"masterKey": MASTER_KEY}))
-        managed = run_dir / "workers.json"
-        if worker_config is not None:
-            managed.write_text(json.dumps(worker_config))
-        host_env = {k: v for k, v in os.environ.items() if not k.startswith(("FUNCPLANE_", "FUNCTIONS_"))}
-        host_env.update({
-            "PYTHONUNBUFFERED": "1",
-            "FUNCPLANE_HOST_ID": f"test-{port}",
-        })
-        host_env.update(env or {})
-        argv = [
-            str(command), "--app", str(app), "--bind", "127.0.0.1", "--port", str(port),
-            "--keys-file", str(keys_file), "--worker-config", str(managed),
-            "--workers-dir", str(workers_dir or BUNDLED_WORKERS), *(args or []),
-        ]
-        log_path = run_dir / "host.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=host_env, cwd=run_dir)
-        host = HostProcess(process, port, log_path, app, host_env)
+    def start(app: Path, **options: Any) -> HostProcess:
+        host = launch_host(tmp_path, app, **options)
         started.append(host)
-        host.wait_alive()
-        if wait_ready:
-            host.wait_ready()
         return host
 
     yield start

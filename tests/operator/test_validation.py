@@ -48,6 +48,10 @@ CASES = [
      "minReplicas must be <= maxReplicas"),
     (variant(APP, "spec.plan", "flex"), "spec.plan", "Unsupported value"),
     (variant(APP, "spec.slotLimit", 5), "spec.slotLimit", "only allowed on the dedicated plan"),
+    (variant(APP, "spec.durable", {"store": {"kind": "sqlite"}}), "spec.durable",
+     "a sqlite durable store serves one pod"),
+    (variant(APP, "spec.durable", {"store": {"kind": "postgresql"}}), "spec.durable.store.connection",
+     "a postgresql store needs connection"),
     (variant(APP, "spec.scale", {"maxReplicas": 150}), "spec.scale.maxReplicas", "plan's ceiling"),
     (variant(APP, "spec.runtime", DELETE), "spec.runtime", "Required value"),
     (variant(APP, "spec.settings", [{"name": "1 bad", "value": "x"}]), "spec.settings[0].name", "should match"),
@@ -84,3 +88,15 @@ def test_app_ref_and_slot_name_are_immutable(crds, namespace) -> None:
     moved = variant(SLOT, "spec.appRef", "other")
     result = crds.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(moved), check=False)
     assert result.returncode != 0 and "spec.appRef" in result.stderr and "immutable" in result.stderr
+
+
+@pytest.mark.parametrize("durable, scale", [
+    ({"store": {"kind": "postgresql", "connection": {"name": "pg", "key": "dsn"}}}, {"maxReplicas": 10}),
+    ({"hubName": "Orders", "store": {"kind": "sqlite", "volumeClaim": "state"}}, {"maxReplicas": 1}),
+], ids=["postgresql-many-pods", "sqlite-one-pod"])
+def test_durable_stores_are_accepted(crds, namespace, durable, scale) -> None:
+    manifest = variant(variant(APP, "spec.durable", durable), "spec.scale", scale)
+    result = crds.kubectl("-n", namespace, "create", "--dry-run=server", "-o", "yaml", "-f", "-",
+                          input=yaml.safe_dump(manifest))
+    store = yaml.safe_load(result.stdout)["spec"]["durable"]["store"]
+    assert store["kind"] == durable["store"]["kind"] and store["leaseSeconds"] == 15

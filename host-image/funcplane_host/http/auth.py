@@ -31,6 +31,7 @@ class KeyStore:
     master_key: str | None = None
     host_keys: dict[str, str] = field(default_factory=dict)
     function_keys: dict[str, dict[str, str]] = field(default_factory=dict)
+    system_keys: dict[str, str] = field(default_factory=dict)  # extensions' keys, e.g. durabletask_extension
 
     @classmethod
     def load(cls, keys_file: Path | None, master_key: str | None) -> KeyStore:
@@ -58,6 +59,7 @@ class KeyStore:
                 name.lower(): _key_map(keys, f"keys file {keys_file}: functions.{name}")
                 for name, keys in functions.items()
             },
+            system_keys=_key_map(document.get("systemKeys"), f"keys file {keys_file}: systemKeys"),
         )
 
     @property

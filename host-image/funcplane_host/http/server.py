@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from funcplane_host.durable.api import DurableApi
 from funcplane_host.host import FunctionHost
 from funcplane_host.http.admin import AdminHandlers
 from funcplane_host.http.triggers import HttpTriggerHandler
@@ -20,6 +21,7 @@ def build_app(host: FunctionHost) -> web.Application:
     app.router.add_get("/admin/host/status", admin.host_status)
     app.router.add_get("/admin/functions", admin.functions)
     app.router.add_post("/admin/functions/{name}", admin.run_function)
+    DurableApi(host.durable).register(app)
     prefix = host.config.http.route_prefix
     pattern = f"/{prefix}{{tail:(?:/.*)?}}" if prefix else "/{tail:.*}"
     app.router.add_route("*", pattern, HttpTriggerHandler(host))

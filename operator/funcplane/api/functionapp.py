@@ -10,6 +10,7 @@ from .base import (
     FREE_FORM,
     QUANTITY,
     FileSource,
+    KeyReference,
     Model,
     Setting,
     cel,
@@ -69,6 +70,33 @@ class Warmup(Model):
     timeout_seconds: int = Field(300, ge=1, le=3600, description="Give up (and revert) after this long.")
 
 
+class DurableStore(Model):
+    kind: Literal["sqlite", "postgresql"] = Field(
+        "sqlite", description="sqlite: a file on the pod's state volume, for one pod per slot; postgresql: a "
+                              "database that all pods of the task hub share (work passes between them by leases).")
+    connection: KeyReference | None = Field(
+        None, description="postgresql: the Secret key that holds the connection string.")
+    lease_seconds: int = Field(
+        15, ge=1, le=300, description="postgresql: how long a lost pod's work stays claimed before others take it.")
+    volume_claim: str | None = Field(
+        None, min_length=1, description="sqlite: PersistentVolumeClaim for the state directory; without one "
+                                        "the store is in an emptyDir and goes with the pod.")
+
+    model_config = ConfigDict(json_schema_extra=validations(
+        cel("self.kind != 'postgresql' || has(self.connection)",
+            "a postgresql store needs connection (a Secret key holding the connection string)", ".connection"),
+    ))
+
+
+class Durable(Model):
+    """Durable Functions: the task hub and where it is stored."""
+
+    hub_name: str | None = Field(
+        None, pattern=r"^[A-Za-z][A-Za-z0-9]{2,49}$",
+        description="Task hub for every slot; default: the app name plus the slot name outside production.")
+    store: DurableStore = Field(default_factory=DurableStore)
+
+
 class SlotContent(Model):
     """What a deploy to a slot replaces: code and settings."""
 
@@ -96,11 +124,16 @@ class FunctionAppSpec(SlotContent):
     warmup: Warmup = Field(default_factory=Warmup)
     function_timeout_seconds: int = Field(
         300, ge=1, le=3600, description="host.json functionTimeout; pods get this long (+30 s) to drain.")
+    durable: Durable | None = Field(None, description="Durable Functions task hub and store.")
 
     model_config = ConfigDict(json_schema_extra=validations(
         cel("!has(self.slotLimit) || self.plan == 'dedicated'",
             "slotLimit is only allowed on the dedicated plan (consumption allows 2 slots, premium 3)",
             ".slotLimit"),
+        cel("!has(self.durable) || (has(self.durable.store) && has(self.durable.store.kind) && "
+            "self.durable.store.kind == 'postgresql') || self.scale.maxReplicas <= 1",
+            "a sqlite durable store serves one pod: set scale.maxReplicas to 1, or use a postgresql store",
+            ".durable"),
         cel("self.scale.maxReplicas <= (self.plan == 'consumption' ? 200 : self.plan == 'premium' ? 100 : 30)",
             "scale.maxReplicas exceeds the plan's ceiling (consumption 200, premium 100, dedicated 30)",
             ".scale.maxReplicas"),

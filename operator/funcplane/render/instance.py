@@ -19,6 +19,8 @@ APP_ROOT = "/home/site/wwwroot"
 HOST_CONFIG_DIR = "/etc/funcplane/host"
 WORKER_CONFIG_DIR = "/etc/funcplane/workers"
 KEYS_DIR = "/etc/funcplane/keys"
+STATE_DIR = "/var/lib/funcplane/state"  # durable SQLite store (and timer status) when spec.durable is set
+DURABLE_CONNECTION_SETTING = "FUNCPLANE_DURABLE_CONNECTION"
 DRAIN_GRACE_SECONDS = 30
 RUN_AS_USER = 10001  # the host image's user (host-image/Dockerfile)
 # preStop: POST /admin/drain (an httpGet hook can only GET); the host image ships Python.
@@ -56,6 +58,14 @@ def host_json_override(spec: FunctionAppSpec) -> dict[str, Any]:
     if spec.concurrency.http_per_instance is not None:
         override.setdefault("extensions", {}).setdefault("http", {})[
             "maxConcurrentRequests"] = spec.concurrency.http_per_instance
+    if spec.durable is not None:
+        durable_task = override.setdefault("extensions", {}).setdefault("durableTask", {})
+        if spec.durable.hub_name:
+            durable_task["hubName"] = spec.durable.hub_name
+        store = spec.durable.store
+        if store.kind == "postgresql":
+            durable_task["storageProvider"] = {"type": "postgresql", "leaseSeconds": store.lease_seconds,
+                                               "connectionStringName": DURABLE_CONNECTION_SETTING}
     return override
 
 
@@ -87,6 +97,15 @@ def _env(request: InstanceRequest) -> list[dict[str, Any]]:
         env.append({"name": "FUNCTIONS_WORKER_RUNTIME_VERSION", "value": runtime.version})
     if runtime.worker_process_count:
         env.append({"name": "FUNCTIONS_WORKER_PROCESS_COUNT", "value": str(runtime.worker_process_count)})
+    durable = request.spec.durable
+    if durable is not None:
+        # The default task hub is the site name plus the slot the instance serves.
+        env.append({"name": "WEBSITE_SITE_NAME", "value": request.app_name})
+        if durable.store.kind == "sqlite":
+            env.append({"name": "FUNCPLANE_STATE_DIR", "value": STATE_DIR})
+        elif durable.store.connection is not None:
+            env.append({"name": DURABLE_CONNECTION_SETTING,
+                        "valueFrom": {"secretKeyRef": durable.store.connection.wire()}})
     # Secret/ConfigMap-backed settings stay references; literal ones come from the settings ConfigMap.
     for setting in request.settings:
         if setting.value_from is not None:
@@ -116,6 +135,12 @@ def _pod_template(request: InstanceRequest, slice_name: str, workers: list[Worke
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     )
+    durable = spec.durable
+    if durable is not None and durable.store.kind == "sqlite":
+        claim = durable.store.volume_claim
+        mounted.volumes.append({"name": "durable-state", **(
+            {"persistentVolumeClaim": {"claimName": claim}} if claim else {"emptyDir": {}})})
+        mounted.mounts.append({"name": "durable-state", "mountPath": STATE_DIR})
     mounted.extend(mount_source("code", request.content.code, APP_ROOT, request.volume_mode))
     mounted.extend(mount_workers(workers, request.volume_mode))
     resources: dict[str, Any] = {"requests": spec.resources.requests}

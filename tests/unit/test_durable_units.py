@@ -1,0 +1,72 @@
+"""Durable pieces that are pure functions: task hub naming, options, action flattening, the store's
+file checks."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from funcplane_host.durable.engine import flatten_actions
+from funcplane_host.durable.extension import DurableConfigError, hub_name, options_from
+from funcplane_host.durable.store import Changes, DurableStoreError, InstanceRow, Message, SqliteStore
+
+
+def test_hub_name_from_host_json_setting_reference_or_site_and_slot() -> None:
+    assert hub_name({"extensions": {"durableTask": {"hubName": "Orders"}}}, {}, "production") == "Orders"
+    assert hub_name({"extensions": {"durableTask": {"hubName": "%HUB%"}}}, {"HUB": "FromSetting"}, "x") == "FromSetting"
+    env = {"AzureFunctionsJobHost__extensions__durableTask__hubName": "Override"}
+    assert hub_name({"extensions": {"durableTask": {"hubName": "Orders"}}}, env, "production") == "Override"
+    assert hub_name({}, {}, "production") == "TestHubName"
+    # Each slot has its own hub unless one is named.
+    assert hub_name({}, {"WEBSITE_SITE_NAME": "shop-app"}, "staging") == "shopappstaging"
+    with pytest.raises(DurableConfigError, match="hubName 'no-dashes'"):
+        hub_name({"extensions": {"durableTask": {"hubName": "no-dashes"}}}, {}, "production")
+    with pytest.raises(DurableConfigError, match="app setting 'MISSING'"):
+        hub_name({"extensions": {"durableTask": {"hubName": "%MISSING%"}}}, {}, "production")
+
+
+def test_options_are_checked_by_name() -> None:
+    options = options_from({"extensions": {"durableTask": {"maxConcurrentActivityFunctions": 7,
+                                                           "funcplane": {"maxPayloadBytes": 1024}}}})
+    assert (options.max_activities, options.payload_limit, options.full_history) == (7, 1024, False)
+    with pytest.raises(DurableConfigError, match="maxConcurrentOrchestratorFunctions"):
+        options_from({"extensions": {"durableTask": {"maxConcurrentOrchestratorFunctions": 0}}})
+    with pytest.raises(DurableConfigError, match="funcplane.fullHistory"):
+        options_from({"extensions": {"durableTask": {"funcplane": {"fullHistory": "yes"}}}})
+
+
+def test_flatten_actions_walks_compound_actions_depth_first() -> None:
+    a, b, c, d = ({"actionType": 0, "functionName": n} for n in "abcd")
+    retry = {"actionType": 12, "compoundActions": [{"actionType": 1, "functionName": "r"}]}
+    nested = {"actionType": 11, "compoundActions": [b, {"actionType": 12, "compoundActions": [c]}]}
+    flat = flatten_actions([[a, nested, retry, d]])
+    assert [x["functionName"] for x in flat] == ["a", "b", "c", "r", "d"]
+
+
+def test_store_round_trip_and_refusals(tmp_path: Path) -> None:
+    path = tmp_path / "hub.sqlite"
+
+    async def scenario() -> None:
+        store = SqliteStore(path, "HubOne")
+        store.open()
+        row = InstanceRow("i1", "orch", "e1", "Pending", '"x"', None, None, 1.0, 1.0, None, [], {"seq": 0})
+        changes = Changes(instances=[row], messages=[Message("i1", {"kind": "start"})])
+        await store.apply(changes, 1.0)
+        loaded, messages = await store.episode_input("i1", 2.0, 10)
+        assert loaded is not None and loaded.input == '"x"' and [m.body for m in messages] == [{"kind": "start"}]
+        # A failing job rolls back alone; the others in the same transaction commit.
+        with pytest.raises(sqlite3.IntegrityError):
+            await store.run(lambda conn: conn.execute("INSERT INTO meta VALUES ('taskHub', 'dup')"))
+        assert await store.purge(["i1"]) == 1
+        store.close()
+
+    asyncio.run(scenario())
+    with pytest.raises(DurableStoreError, match="holds task hub 'HubOne', not 'HubTwo'"):
+        SqliteStore(path, "HubTwo").open()
+    foreign = tmp_path / "foreign.sqlite"
+    sqlite3.connect(foreign).execute("CREATE TABLE t(x)").connection.commit()
+    with pytest.raises(DurableStoreError, match="belongs to another program"):
+        SqliteStore(foreign, "HubOne").open()
