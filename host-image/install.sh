@@ -38,6 +38,6 @@ for worker in "$source_dir"/host-image/workers/*/; do
 done
 
 # Fail the build, not the pod, when something is missing.
-"$venv_dir/bin/python" -c "import funcplane_host.main, funcplane_host.protocol.FunctionRpc_pb2, funcplane_pyworker"
+"$venv_dir/bin/python" -c "import funcplane_host.main, funcplane_protocol.FunctionRpc_pb2, funcplane_pyworker"
 "$venv_dir/bin/funcplane-host" --help > /dev/null
 echo "funcplane host installed: $venv_dir (workers in $workers_dir)"

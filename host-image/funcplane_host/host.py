@@ -20,10 +20,10 @@ from funcplane_host.http.auth import KeysError, KeyStore
 from funcplane_host.limits import HttpThrottle
 from funcplane_host.logs import CategoryLevels, configure_logging, emit_rpc_log
 from funcplane_host.metrics import HostMetrics
-from funcplane_host.protocol import FunctionRpc_pb2 as rpc
-from funcplane_host.protocol import capabilities as caps
+from funcplane_protocol import FunctionRpc_pb2 as rpc
+from funcplane_protocol import capabilities as caps
 from funcplane_host.protocol.metadata import definition_from_metadata
-from funcplane_host.protocol.typed_data import HttpShape
+from funcplane_protocol.typed_data import HttpShape
 from funcplane_host.settings import HostSettings
 from funcplane_host.timers.scheduler import TimerTriggers
 from funcplane_host.workers.channel import WorkerChannel, WorkerUnavailable
