@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The stamp is keyed by pyproject.toml's content, so a dependency change reinstalls.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: venv binaries test demo cluster-up cluster-down bench crds clean
+.PHONY: venv binaries image-tools images test demo cluster-up cluster-down bench crds clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,20 @@ venv: $(STAMP)
 binaries: venv
 	$(BIN)/funcplane dev binaries kubernetes etcd kwok helm
 
-test: binaries
+# podman (runtime runc) and mmdebstrap from Debian, for the images and their tests; once.
+image-tools:
+	@if command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			podman runc mmdebstrap uidmap; \
+	else echo "image-tools: podman, runc and mmdebstrap are missing and apt-get is not available;" \
+		"the image tests will fail until they are installed" >&2; fi
+
+# The host, Python worker and operator images (cached: seconds when nothing changed).
+images: venv image-tools
+	$(BIN)/funcplane dev images
+
+test: binaries image-tools
 	$(BIN)/pytest
 
 demo: binaries

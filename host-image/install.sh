@@ -35,6 +35,7 @@ for worker in "$source_dir"/host-image/workers/*/; do
     rm -rf "${workers_dir:?}/$name"
     cp -R "$worker" "$workers_dir/$name"
     find "$workers_dir/$name" -name __pycache__ -type d -prune -exec rm -rf {} +
+    rm -f "$workers_dir/$name/Dockerfile"  # a worker's own image recipe, not part of it
 done
 
 # Fail the build, not the pod, when something is missing.
