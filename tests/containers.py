@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -25,12 +24,6 @@ def build_images() -> dict[str, str]:
         return {built.spec.name: built.reference for built in images.build_all()}
     except images.ImageError as error:
         pytest.fail(f"the project's images cannot be built on this machine: {error}", pytrace=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -71,7 +71,7 @@ def _images(args: argparse.Namespace) -> int:
     started = time.monotonic()
     built = images.build_all(tuple(args.names) or tuple(images.IMAGES), registry=args.registry, tag=args.tag)
     for image in built:
-        print(f"{image.reference}: {image.size_bytes / 1e6:.1f} MB (built in {image.seconds:.1f}s)")
+        print(f"{image.reference}: {image.size} (built in {image.seconds:.1f}s)")
     print(f"images ready in {time.monotonic() - started:.1f}s")
     return 0
 

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,10 +64,12 @@ class ImageSpec:
     name: str
     dockerfile: str  # relative to the repository root, which is the build context
     repository: str  # below the registry
-    requirements: tuple[str, ...]  # what its wheelhouse must hold (empty: no Python packages)
+    requirements: tuple[str, ...] = ()  # what its wheelhouse must hold (empty: no Python packages)
+    build_args: tuple[tuple[str, str], ...] = ()
+    own_tag: str | None = None  # an example's release, independent of the project's version
 
     def reference(self, registry: str = DEFAULT_REGISTRY, tag: str = VERSION) -> str:
-        return f"{registry}/{self.repository}:{tag}"
+        return f"{registry}/{self.repository}:{self.own_tag or tag}"
 
 
 def _project_requirements() -> tuple[str, ...]:
@@ -81,8 +83,13 @@ def _host_requirements() -> tuple[str, ...]:
 
 IMAGES: dict[str, ImageSpec] = {
     "host": ImageSpec("host", "host-image/Dockerfile", "host", _host_requirements() + BUILD_REQUIREMENTS),
-    "python-worker": ImageSpec("python-worker", "host-image/workers/python/Dockerfile", "workers/python", ()),
+    "python-worker": ImageSpec("python-worker", "host-image/workers/python/Dockerfile", "workers/python"),
     "operator": ImageSpec("operator", "operator/Dockerfile", "operator", _project_requirements() + BUILD_REQUIREMENTS),
+    # The code images examples/functionapp.yaml and examples/slot-staging.yaml name.
+    "example-hello-1.0.0": ImageSpec("example-hello-1.0.0", "examples/apps/Dockerfile", "examples/hello",
+                                     build_args=(("APP", "hello-v1"),), own_tag="1.0.0"),
+    "example-hello-1.1.0": ImageSpec("example-hello-1.1.0", "examples/apps/Dockerfile", "examples/hello",
+                                     build_args=(("APP", "hello-v2"),), own_tag="1.1.0"),
 }
 
 
@@ -93,13 +100,13 @@ class BuiltImage:
     size_bytes: int
     seconds: float
 
-
-def missing_tools() -> list[str]:
-    return [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+    @property
+    def size(self) -> str:
+        return f"{self.size_bytes / 1e6:.1f} MB" if self.size_bytes >= 1e6 else f"{self.size_bytes / 1e3:.0f} kB"
 
 
 def require_tools() -> None:
-    missing = missing_tools()
+    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
     if missing:
         raise ImageError(
             f"{', '.join(missing)} not found: the images are built with podman (runtime runc) on a base "
@@ -137,7 +144,7 @@ def base_reference() -> str:
     return f"{BASE_REPOSITORY}:{BASE_SUITE}-{_digest(BASE_SUITE, BASE_PACKAGES, MMDEBSTRAP_OPTIONS)}"
 
 
-def ensure_base(log=print) -> str:
+def ensure_base(log: Callable[[str], None] = print) -> str:
     """The local base image (made once per set of inputs): Debian minbase plus python3."""
     reference = base_reference()
     if image_exists(reference):
@@ -155,32 +162,41 @@ def ensure_base(log=print) -> str:
     return reference
 
 
-def wheelhouse(requirements: Sequence[str], log=print) -> Path:
+def wheelhouse(requirements: Sequence[str], log: Callable[[str], None] = print) -> Path:
     """Wheels for the base's Python and platform, downloaded on this machine once per requirement set."""
     machine = platform.machine()
     directory = cache_root() / "wheels" / _digest(sorted(requirements), BASE_PYTHON, machine, MANYLINUX)
-    if (directory / ".complete").exists():
+    if directory.is_dir():
         return directory
     log(f"==> wheelhouse {directory}: {len(requirements)} requirements for Python {BASE_PYTHON}")
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    # Downloaded beside it and renamed when complete, so a half download is never used.
+    partial = Path(tempfile.mkdtemp(prefix=f"{directory.name}-", dir=directory.parent))
     platforms = [arg for tag in MANYLINUX for arg in ("--platform", f"{tag}_{machine}")]
     result = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
          "--only-binary=:all:", "--implementation", "cp", "--python-version", BASE_PYTHON, *platforms,
-         "--dest", str(directory), *requirements],
+         "--dest", str(partial), *requirements],
         capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
         raise ImageError(f"pip download of the wheelhouse failed: {result.stderr.strip()[-2000:]}")
-    (directory / ".complete").touch()
+    partial.chmod(0o755)
+    try:
+        partial.rename(directory)
+    except OSError:  # another build finished the same wheelhouse first
+        shutil.rmtree(partial, ignore_errors=True)
     return directory
 
 
 def build(spec: ImageSpec, *, base: str, registry: str = DEFAULT_REGISTRY, tag: str = VERSION,
-          log=print) -> BuiltImage:
+          log: Callable[[str], None] = print) -> BuiltImage:
     reference = spec.reference(registry, tag)
     started = time.monotonic()
     arguments = ["build", "--layers", *ULIMITS, "-f", str(REPO / spec.dockerfile), "-t", reference,
-                 "--build-arg", f"BASE={base}", "--build-arg", f"VERSION={tag}"]
+                 "--build-arg", f"BASE={base}", "--build-arg", f"VERSION={spec.own_tag or tag}"]
+    for key, value in spec.build_args:
+        arguments += ["--build-arg", f"{key}={value}"]
     if spec.requirements:
         wheels = wheelhouse(spec.requirements, log)
         arguments += ["-v", f"{wheels}:{WHEELS_MOUNT}:ro", "--build-arg", "PIP_NO_INDEX=1",
@@ -191,7 +207,7 @@ def build(spec: ImageSpec, *, base: str, registry: str = DEFAULT_REGISTRY, tag: 
 
 
 def build_all(names: Sequence[str] = tuple(IMAGES), *, registry: str = DEFAULT_REGISTRY, tag: str = VERSION,
-              log=print) -> list[BuiltImage]:
+              log: Callable[[str], None] = print) -> list[BuiltImage]:
     unknown = sorted(set(names) - set(IMAGES))
     if unknown:
         raise ImageError(f"unknown image(s) {', '.join(unknown)}; known: {', '.join(IMAGES)}")
