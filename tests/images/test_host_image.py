@@ -155,10 +155,13 @@ def test_worker_image_carries_only_the_worker_and_the_protocol(built_images: dic
     listing = run(built_images["host"], "--mount",
                   f"type=image,source={built_images['python-worker']},destination=/siteextensions/python",
                   "--entrypoint", "python3",
-                  arguments=("-c", "import json, os; print(json.dumps(sorted(os.listdir('/siteextensions/python'))))"))
+                  arguments=("-c", "import json, os; root = '/siteextensions/python'; "
+                             "print(json.dumps([sorted(os.listdir(root)), "
+                             "[d for d, _, _ in os.walk(root) if d.endswith('__pycache__')]]))"))
     try:
         eventually(lambda: not listing.running(), timeout=60, what="the listing container to finish")
-        top = json.loads(listing.logs())
+        top, caches = json.loads(listing.logs())
     finally:
         listing.remove()
     assert set(top) == {"README.md", "worker.config.json", "worker.py", "funcplane_pyworker", "funcplane_protocol"}
+    assert caches == []
