@@ -7,7 +7,7 @@ import base64
 import json
 import subprocess
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ import pytest
 import yaml
 
 from funcplane.devcluster import images
-
 
 
 def build_images() -> dict[str, str]:
@@ -29,7 +28,6 @@ def build_images() -> dict[str, str]:
 @dataclass
 class Container:
     name: str
-    started: list[str] = field(default_factory=list)
 
     def logs(self) -> str:
         result = subprocess.run([*images.PODMAN, "logs", self.name], capture_output=True, text=True)
@@ -56,6 +54,15 @@ def run(reference: str, *options: str, arguments: tuple[str, ...] = (), prefix: 
     if result.returncode != 0:
         pytest.fail(f"podman run {reference} failed ({result.returncode}): {result.stderr.strip()}", pytrace=False)
     return Container(name)
+
+
+def output_of(reference: str, *options: str, arguments: tuple[str, ...] = ()) -> str:
+    """Run a container to completion and return what it printed (its standard output)."""
+    result = subprocess.run([*images.PODMAN, "run", "--rm", *images.ULIMITS, *options, reference, *arguments],
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        pytest.fail(f"podman run {reference} failed ({result.returncode}): {result.stderr.strip()}", pytrace=False)
+    return result.stdout
 
 
 def pod_options(pod_spec: dict[str, Any], config_maps: dict[str, dict[str, Any]], secrets: dict[str, dict[str, str]],
@@ -107,10 +114,6 @@ def pod_options(pod_spec: dict[str, Any], config_maps: dict[str, dict[str, Any]]
     for port in container["ports"]:
         options += ["--publish", f"127.0.0.1:{host_port}:{port['containerPort']}"]
     return options
-
-
-def image_config(reference: str) -> dict[str, Any]:
-    return images.image_config(reference)
 
 
 def kubeconfig_with_embedded_credentials(kubeconfig: Path, target: Path) -> Path:

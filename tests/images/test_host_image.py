@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from containers import Container, image_config, pod_options, run
+from containers import Container, output_of, pod_options, run
 from funcplane.api import FunctionApp, WorkerConfig
 from funcplane.devcluster.cluster import free_port
+from funcplane.devcluster.images import image_config
 from funcplane.render import instance
 from funcplane.render.app import production_view, render_app
 from funcplane.render.deploy import plan_deployments
@@ -83,12 +84,10 @@ def pod(built_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
     objects = _rendered_objects(built_images["host"], built_images["python-worker"])
     (deployment,) = [item for (kind, _), item in objects.items() if kind == "Deployment"]
     config_maps = {name: item for (kind, name), item in objects.items() if kind == "ConfigMap"}
-    keys_secret = "hello-keys"
     pod_spec = deployment["spec"]["template"]["spec"]
-    for volume in pod_spec["volumes"]:
-        if "secret" in volume:
-            keys_secret = volume["secret"]["secretName"]
-    secrets = {keys_secret: {"keys.json": json.dumps({"masterKey": MASTER_KEY})}}
+    # The keys Secret is the operator's to create; here it holds a known master key.
+    secrets = {volume["secret"]["secretName"]: {"keys.json": json.dumps({"masterKey": MASTER_KEY})}
+               for volume in pod_spec["volumes"] if "secret" in volume}
     port = free_port()
     options = pod_options(pod_spec, config_maps, secrets, {"code": APP}, tmp_path_factory.mktemp("pod"), port)
     started = time.monotonic()
@@ -152,16 +151,12 @@ def test_rendered_deployment_matches_the_host_image(pod: RunningPod, built_image
 
 def test_worker_image_carries_only_the_worker_and_the_protocol(built_images: dict[str, str]) -> None:
     # A files-only image cannot run; its contents are read through an image mount in the host image.
-    listing = run(built_images["host"], "--mount",
-                  f"type=image,source={built_images['python-worker']},destination=/siteextensions/python",
-                  "--entrypoint", "python3",
-                  arguments=("-c", "import json, os; root = '/siteextensions/python'; "
-                             "print(json.dumps([sorted(os.listdir(root)), "
-                             "[d for d, _, _ in os.walk(root) if d.endswith('__pycache__')]]))"))
-    try:
-        eventually(lambda: not listing.running(), timeout=60, what="the listing container to finish")
-        top, caches = json.loads(listing.logs())
-    finally:
-        listing.remove()
+    listing = output_of(built_images["host"], "--mount",
+                        f"type=image,source={built_images['python-worker']},destination=/siteextensions/python",
+                        "--entrypoint", "python3",
+                        arguments=("-c", "import json, os; root = '/siteextensions/python'; "
+                                   "print(json.dumps([sorted(os.listdir(root)), "
+                                   "[d for d, _, _ in os.walk(root) if d.endswith('__pycache__')]]))"))
+    top, caches = json.loads(listing)
     assert set(top) == {"README.md", "worker.config.json", "worker.py", "funcplane_pyworker", "funcplane_protocol"}
     assert caches == []

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from containers import image_config, run
-from support import eventually
+from containers import output_of
+from funcplane.devcluster.images import image_config
 
 PROBE = (
     "import importlib.util as u, json, os, shutil; "
@@ -22,12 +22,8 @@ PROBE = (
 def test_image_holds_its_entry_point_and_no_build_tools_or_dev_cluster(built_images: dict[str, str], image: str,
                                                                         entry: str) -> None:
     reference = built_images[image]
-    probe = run(reference, "--entrypoint", "python3", "--env", f"ENTRY={entry}", arguments=("-c", PROBE))
-    try:
-        eventually(lambda: not probe.running(), timeout=60, what=f"the probe in {reference} to finish")
-        found = json.loads(probe.logs())
-    finally:
-        probe.remove()
+    found = json.loads(output_of(reference, "--entrypoint", "python3", "--env", f"ENTRY={entry}",
+                                 arguments=("-c", PROBE)))
     assert found == {"pip": None, "gcc": None, "devcluster": False, "protocol": True, "sources": False,
                      "entry": f"/opt/funcplane/venv/bin/{entry}"}
     config = image_config(reference)
