@@ -13,7 +13,8 @@ from funcplane.devcluster.images import image_config
 PROBE = (
     "import importlib.util as u, json, os, shutil; "
     "print(json.dumps({'pip': shutil.which('pip') or shutil.which('pip3'), 'gcc': shutil.which('gcc'), "
-    "'devcluster': bool(u.find_spec('funcplane.devcluster')), 'protocol': bool(u.find_spec('funcplane_protocol')), "
+    "'devcluster': [m for m in ('funcplane.devcluster', 'funcplane.cli.devcluster', 'funcplane.cli.demo') "
+    "if u.find_spec(m)], 'protocol': bool(u.find_spec('funcplane_protocol')), "
     "'sources': os.path.exists('/src'), 'entry': shutil.which(os.environ['ENTRY'])}))"
 )
 
@@ -24,7 +25,7 @@ def test_image_holds_its_entry_point_and_no_build_tools_or_dev_cluster(built_ima
     reference = built_images[image]
     found = json.loads(output_of(reference, "--entrypoint", "python3", "--env", f"ENTRY={entry}",
                                  arguments=("-c", PROBE)))
-    assert found == {"pip": None, "gcc": None, "devcluster": False, "protocol": True, "sources": False,
+    assert found == {"pip": None, "gcc": None, "devcluster": [], "protocol": True, "sources": False,
                      "entry": f"/opt/funcplane/venv/bin/{entry}"}
     config = image_config(reference)
     assert config["Entrypoint"] == [entry]
