@@ -1,12 +1,15 @@
 """The images `make images` builds carry the names that the operator's default, the chart and the
-examples use, so a cluster the local builds were loaded into needs no overrides."""
+examples use, so a cluster the local builds were loaded into needs no overrides; and what they
+install is the project's own dependencies."""
 
 from __future__ import annotations
+
+import tomllib
 
 import yaml
 
 from funcplane.api.functionapp import DEFAULT_HOST_IMAGE
-from funcplane.devcluster.images import IMAGES, VERSION
+from funcplane.devcluster.images import BUILD_REQUIREMENTS, IMAGES, VERSION
 from support import REPO
 
 
@@ -40,3 +43,11 @@ def test_examples_name_images_that_are_built() -> None:
     assert named == {DEFAULT_HOST_IMAGE, "ghcr.io/funcplane/examples/hello:1.0.0",
                      "ghcr.io/funcplane/examples/hello:1.1.0", IMAGES["python-worker"].reference()}
     assert named <= built
+
+
+def test_image_requirements_are_project_dependencies() -> None:
+    project = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+    for spec in IMAGES.values():
+        extra = set(spec.requirements) - set(BUILD_REQUIREMENTS) - project
+        assert not extra, f"{spec.name} installs {sorted(extra)}, which pyproject.toml does not depend on"
+    assert set(IMAGES["operator"].requirements) < project | set(BUILD_REQUIREMENTS)

@@ -72,19 +72,18 @@ class ImageSpec:
         return f"{registry}/{self.repository}:{self.own_tag or tag}"
 
 
-def _project_requirements() -> tuple[str, ...]:
-    return tuple(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
-
-
-def _host_requirements() -> tuple[str, ...]:
-    lines = (REPO / "host-image" / "requirements.txt").read_text().splitlines()
+def requirements_file(path: str) -> tuple[str, ...]:
+    """The requirement lines of a pip requirements file in the repository (comments left out)."""
+    lines = (REPO / path).read_text().splitlines()
     return tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
 
 
 IMAGES: dict[str, ImageSpec] = {
-    "host": ImageSpec("host", "host-image/Dockerfile", "host", _host_requirements() + BUILD_REQUIREMENTS),
+    "host": ImageSpec("host", "host-image/Dockerfile", "host",
+                      requirements_file("host-image/requirements.txt") + BUILD_REQUIREMENTS),
     "python-worker": ImageSpec("python-worker", "host-image/workers/python/Dockerfile", "workers/python"),
-    "operator": ImageSpec("operator", "operator/Dockerfile", "operator", _project_requirements() + BUILD_REQUIREMENTS),
+    "operator": ImageSpec("operator", "operator/Dockerfile", "operator",
+                          requirements_file("operator/requirements.txt") + BUILD_REQUIREMENTS),
     # The code images examples/functionapp.yaml and examples/slot-staging.yaml name.
     "example-hello-1.0.0": ImageSpec("example-hello-1.0.0", "examples/apps/Dockerfile", "examples/hello",
                                      build_args=(("APP", "hello-v1"),), own_tag="1.0.0"),
