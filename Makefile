@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The stamp is keyed by pyproject.toml's content, so a dependency change reinstalls.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: venv binaries postgresql test demo cluster-up cluster-down bench crds clean
+.PHONY: venv binaries postgresql image-tools images test demo cluster-up cluster-down bench crds clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,20 @@ postgresql:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
 
-test: binaries postgresql
+# podman (runtime runc) and mmdebstrap from Debian, for the images and their tests; once.
+image-tools:
+	@if command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			podman runc mmdebstrap uidmap; \
+	else echo "image-tools: podman, runc and mmdebstrap are missing and apt-get is not available;" \
+		"the image tests will fail until they are installed" >&2; fi
+
+# The host, Python worker and operator images (cached: seconds when nothing changed).
+images: venv image-tools
+	$(BIN)/funcplane dev images
+
+test: binaries postgresql image-tools
 	$(BIN)/pytest
 
 demo: binaries

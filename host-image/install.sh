@@ -35,9 +35,10 @@ for worker in "$source_dir"/host-image/workers/*/; do
     rm -rf "${workers_dir:?}/$name"
     cp -R "$worker" "$workers_dir/$name"
     find "$workers_dir/$name" -name __pycache__ -type d -prune -exec rm -rf {} +
+    rm -f "$workers_dir/$name/Dockerfile"  # a worker's own image recipe, not part of it
 done
 
 # Fail the build, not the pod, when something is missing.
-"$venv_dir/bin/python" -c "import funcplane_host.main, funcplane_host.protocol.FunctionRpc_pb2, funcplane_pyworker"
+"$venv_dir/bin/python" -c "import funcplane_host.main, funcplane_protocol.FunctionRpc_pb2, funcplane_pyworker"
 "$venv_dir/bin/funcplane-host" --help > /dev/null
 echo "funcplane host installed: $venv_dir (workers in $workers_dir)"

@@ -40,6 +40,14 @@ def namespace(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
+@pytest.fixture(scope="session")
+def built_images() -> dict[str, str]:
+    """Image name -> reference of the host, Python worker and operator images (podman; cached)."""
+    from containers import build_images
+
+    return build_images()
+
+
 @pytest.fixture
 def k8s(cluster: LocalCluster):
     client = cluster.api_client()

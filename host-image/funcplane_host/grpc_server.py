@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from funcplane_host.protocol import FunctionRpc_pb2_grpc as rpc_grpc
+from funcplane_protocol import FunctionRpc_pb2_grpc as rpc_grpc
 from funcplane_host.workers.channel import WorkerChannel
 
 logger = logging.getLogger("funcplane.host.grpc")

@@ -22,9 +22,9 @@ from funcplane_host.limits import HttpThrottle
 from funcplane_host.local_run import current_invocation_id
 from funcplane_host.logs import CategoryLevels, RecentInvocations, configure_logging, dropped_log_lines, emit_rpc_log
 from funcplane_host.metrics import HostMetrics
-from funcplane_host.protocol import FunctionRpc_pb2 as rpc
+from funcplane_protocol import FunctionRpc_pb2 as rpc
 from funcplane_host.protocol.metadata import definition_from_metadata
-from funcplane_host.protocol.typed_data import HttpShape
+from funcplane_protocol.typed_data import HttpShape
 from funcplane_host.readiness import Readiness, readiness_of
 from funcplane_host.settings import HostSettings
 from funcplane_host.timers.scheduler import TimerTriggers

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from funcplane_host.app.functions import FunctionDefinition
-from funcplane_host.protocol import FunctionRpc_pb2 as rpc
+from funcplane_protocol import FunctionRpc_pb2 as rpc
 from funcplane_host.workers.channel import WorkerChannel
 
 

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 from collections.abc import Mapping
 
-from funcplane_host.protocol import FunctionRpc_pb2 as rpc
+from funcplane_protocol import FunctionRpc_pb2 as rpc
 
 TRACE = 5
 _LEVEL_NAMES = {

@@ -23,9 +23,10 @@ DOCKERFILE = REPO / "host-image" / "Dockerfile"
 def _dockerfile_copies() -> list[str]:
     sources = []
     for line in DOCKERFILE.read_text().splitlines():
-        if line.startswith("COPY "):
+        if line.startswith("COPY ") and "--from=" not in line:
             sources.extend(shlex.split(line)[1:-1])
-    return sources
+    # A file inside a directory that is copied as well comes with that directory.
+    return [name for name in sources if not any(name.startswith(f"{other}/") for other in sources)]
 
 
 def test_dockerfile_installs_with_the_script_into_the_image_layout() -> None:

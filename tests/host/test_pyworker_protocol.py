@@ -19,8 +19,8 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from funcplane_host.protocol import FunctionRpc_pb2 as pb
-from funcplane_host.protocol import FunctionRpc_pb2_grpc as pb_grpc
+from funcplane_protocol import FunctionRpc_pb2 as pb
+from funcplane_protocol import FunctionRpc_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

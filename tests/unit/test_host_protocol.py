@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from funcplane_host.protocol import FunctionRpc_pb2 as rpc
-from funcplane_host.protocol import capabilities, generate
+from funcplane_protocol import FunctionRpc_pb2 as rpc
+from funcplane_protocol import capabilities, generate
 
 
 def test_generated_modules_match_proto() -> None:
     stale = generate.drifted(generate.render())
     assert not stale, (
         f"generated modules drifted from the .proto: {stale}; "
-        "run `python -m funcplane_host.protocol.generate`"
+        "run `python -m funcplane_protocol.generate`"
     )
 
 

@@ -7,7 +7,7 @@ import json
 import azure.functions as func
 import pytest
 
-from funcplane_host.protocol import FunctionRpc_pb2 as pb
+from funcplane_protocol import FunctionRpc_pb2 as pb
 from funcplane_pyworker import typed_data
 from funcplane_pyworker.bindings import BindingSpec, datum_from, make_decoder, make_encoder, typed_from_datum
 from funcplane_pyworker.http_messages import request_from_rpc, rpc_from_response

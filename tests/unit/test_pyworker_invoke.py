@@ -9,7 +9,7 @@ from pathlib import Path
 
 import azure.functions as func
 
-from funcplane_host.protocol import FunctionRpc_pb2 as pb
+from funcplane_protocol import FunctionRpc_pb2 as pb
 from funcplane_pyworker.bindings import BindingSpec
 from funcplane_pyworker.functions import build_function
 from funcplane_pyworker.indexing import index_app

@@ -10,7 +10,7 @@ from pathlib import Path
 import azure.functions as func
 import pytest
 
-from funcplane_host.protocol import FunctionRpc_pb2 as pb
+from funcplane_protocol import FunctionRpc_pb2 as pb
 from funcplane_pyworker.bindings import BindingSpec
 from funcplane_pyworker.functions import FunctionLoadError, build_function
 from funcplane_pyworker.indexing import index_app

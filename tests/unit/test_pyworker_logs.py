@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from funcplane_host.protocol import FunctionRpc_pb2 as pb
+from funcplane_protocol import FunctionRpc_pb2 as pb
 from funcplane_pyworker.context import thread_local_storage
 from funcplane_pyworker.logs import RpcLogHandler, current_invocation_id, rpc_level
 

@@ -32,7 +32,7 @@ import aiohttp
 from funcplane_host.durable import history as h
 from funcplane_host.durable.store import Changes, InstanceRow, LeaseLost, Message, SqlStore, WorkItem
 from funcplane_host.invocation import Invocation, InvocationFailed
-from funcplane_host.protocol import FunctionRpc_pb2 as rpc
+from funcplane_protocol import FunctionRpc_pb2 as rpc
 
 if TYPE_CHECKING:
     from funcplane_host.app.functions import FunctionDefinition

@@ -30,7 +30,7 @@ from funcplane_host.durable.engine import (
     Options,
 )
 from funcplane_host.durable.store import DurableStoreError, SqliteStore, SqlStore
-from funcplane_host.protocol import FunctionRpc_pb2 as rpc
+from funcplane_protocol import FunctionRpc_pb2 as rpc
 
 if TYPE_CHECKING:
     from funcplane_host.app.functions import FunctionDefinition

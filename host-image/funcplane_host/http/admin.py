@@ -9,7 +9,7 @@ from aiohttp import web
 
 from funcplane_host.host import FunctionHost
 from funcplane_host.invocation import Invocation
-from funcplane_host.protocol import FunctionRpc_pb2 as rpc
+from funcplane_protocol import FunctionRpc_pb2 as rpc
 from funcplane_host.http.auth import presented_key
 from funcplane_host.http.triggers import error_response
 from funcplane_host.metrics import CONTENT_TYPE

@@ -7,8 +7,8 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
-from funcplane_host.protocol import FunctionRpc_pb2 as rpc
-from funcplane_host.protocol.typed_data import HttpShape, body_bytes
+from funcplane_protocol import FunctionRpc_pb2 as rpc
+from funcplane_protocol.typed_data import HttpShape, body_bytes
 
 _HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection"})
 _JSON_TYPES = ("application/json", "text/json")

@@ -11,7 +11,7 @@ from funcplane_host.app.functions import FunctionDefinition
 from funcplane_host.host import FunctionHost, Invocation, InvocationFailed
 from funcplane_host.http.auth import presented_key
 from funcplane_host.http.convert import build_rpc_http, response_from_output
-from funcplane_host.protocol import FunctionRpc_pb2 as rpc
+from funcplane_protocol import FunctionRpc_pb2 as rpc
 from funcplane_host.readiness import serving_problem
 from funcplane_host.workers.channel import WorkerChannel
 

@@ -1,5 +1,5 @@
-"""The host <-> language worker protocol: the .proto files, their generated modules, helpers.
+"""Host-side use of the worker protocol: function metadata <-> protocol messages.
 
-Import generated messages as ``from funcplane_host.protocol import FunctionRpc_pb2``.
-Regenerate with ``python -m funcplane_host.protocol.generate``.
+The protocol itself (the .proto files, generated modules, capabilities, typed data) lives in the
+``funcplane_protocol`` package, which the host and the language workers share.
 """

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from funcplane_host.app.functions import FunctionDefinition, definition_from_raw_bindings
-from funcplane_host.protocol import FunctionRpc_pb2 as rpc
+from funcplane_protocol import FunctionRpc_pb2 as rpc
 
 _DIRECTIONS = {"in": rpc.BindingInfo.Direction.Value("in"),
                "out": rpc.BindingInfo.Direction.Value("out"),

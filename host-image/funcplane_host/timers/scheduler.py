@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from funcplane_host.app.functions import FunctionDefinition
 from funcplane_host.app.indexing import FunctionError
 from funcplane_host.invocation import Invocation
-from funcplane_host.protocol import FunctionRpc_pb2 as rpc
+from funcplane_protocol import FunctionRpc_pb2 as rpc
 from funcplane_host.timers.schedule import (
     Schedule,
     ScheduleError,

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 from collections.abc import Callable
 
-from funcplane_host.protocol import FunctionRpc_pb2 as rpc
+from funcplane_protocol import FunctionRpc_pb2 as rpc
 
 StreamingMessage = rpc.StreamingMessage
 logger = logging.getLogger("funcplane.host.worker")

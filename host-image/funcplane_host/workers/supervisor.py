@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 
 from funcplane_host.app.catalog import FunctionCatalog
 from funcplane_host.app.functions import FunctionDefinition
-from funcplane_host.protocol import FunctionRpc_pb2 as rpc
-from funcplane_host.protocol import capabilities as caps
+from funcplane_protocol import FunctionRpc_pb2 as rpc
+from funcplane_protocol import capabilities as caps
 from funcplane_host.protocol.metadata import load_request_for
 from funcplane_host.workers.channel import WorkerChannel, WorkerUnavailable
 from funcplane_host.workers.config import WorkerConfigError, WorkerDescription

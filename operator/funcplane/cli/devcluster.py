@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from ..devcluster import binaries
+from ..devcluster import binaries, images
 from ..devcluster.cluster import DEFAULT_NAME, DEFAULT_NODES, ClusterError, LocalCluster
 
 
@@ -26,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bins.add_argument("components", nargs="*", metavar="COMPONENT",
                       help=f"one of {', '.join(sorted(binaries.COMPONENTS))} (default: kubernetes etcd kwok)")
     bins.set_defaults(handler=_binaries)
+
+    imgs = dev_sub.add_parser("images", help="build the host, Python worker and operator images with podman")
+    imgs.add_argument("names", nargs="*", metavar="IMAGE", help=f"one of {', '.join(images.IMAGES)} (default: all)")
+    imgs.add_argument("--registry", default=images.DEFAULT_REGISTRY, help="image names' prefix (default: %(default)s)")
+    imgs.add_argument("--tag", default=images.VERSION, help="image tag (default: %(default)s)")
+    imgs.set_defaults(handler=_images)
 
 
 def _cluster(args: argparse.Namespace) -> int:
@@ -61,4 +67,13 @@ def _binaries(args: argparse.Namespace) -> int:
     return 0
 
 
-ERRORS = (ClusterError, binaries.BinaryError)
+def _images(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    built = images.build_all(tuple(args.names) or tuple(images.IMAGES), registry=args.registry, tag=args.tag)
+    for image in built:
+        print(f"{image.reference}: {image.size} (built in {image.seconds:.1f}s)")
+    print(f"images ready in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+ERRORS = (ClusterError, binaries.BinaryError, images.ImageError)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Mapping
 
-from funcplane_host.protocol import FunctionRpc_pb2 as rpc
-from funcplane_host.protocol import capabilities as caps
+from funcplane_protocol import FunctionRpc_pb2 as rpc
+from funcplane_protocol import capabilities as caps
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
-from funcplane_host.protocol.identity import ClaimsIdentityRpc_pb2 as _ClaimsIdentityRpc_pb2
-from funcplane_host.protocol.shared import NullableTypes_pb2 as _NullableTypes_pb2
+from funcplane_protocol.identity import ClaimsIdentityRpc_pb2 as _ClaimsIdentityRpc_pb2
+from funcplane_protocol.shared import NullableTypes_pb2 as _NullableTypes_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor

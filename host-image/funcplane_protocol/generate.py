@@ -1,8 +1,8 @@
 """Regenerate the Python modules of the worker protocol from the .proto files.
 
 Usage:
-    python -m funcplane_host.protocol.generate          # rewrite the generated modules
-    python -m funcplane_host.protocol.generate --check  # exit 1 if they drifted from the .proto
+    python -m funcplane_protocol.generate          # rewrite the generated modules
+    python -m funcplane_protocol.generate --check  # exit 1 if they drifted from the .proto
 
 The .proto files keep the import paths of the upstream contract ("shared/...", "identity/..."),
 so protoc emits top-level imports such as ``from shared import NullableTypes_pb2``; they are
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 PROTOCOL_DIR = Path(__file__).resolve().parent
-PACKAGE = "funcplane_host.protocol"
+PACKAGE = "funcplane_protocol"
 PROTO_FILES = (
     "FunctionRpc.proto",
     "shared/NullableTypes.proto",
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 "generated protocol modules are stale: "
                 + ", ".join(stale)
-                + "; run `python -m funcplane_host.protocol.generate`",
+                + "; run `python -m funcplane_protocol.generate`",
                 file=sys.stderr,
             )
             return 1

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from funcplane_host.protocol import FunctionRpc_pb2 as FunctionRpc__pb2
+from funcplane_protocol import FunctionRpc_pb2 as FunctionRpc__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
