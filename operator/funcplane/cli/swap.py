@@ -156,9 +156,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument("--slot", required=True, help="the source slot (e.g. staging)")
             parser.add_argument("--wait", action="store_true", help="follow the swap until it ends")
             parser.add_argument("--timeout", type=float, default=900.0, help="seconds --wait follows at most")
-        parser.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's)")
-        parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-        parser.add_argument("--context", help="kubeconfig context")
+        # Also accepted before the subcommand (see cli.main): SUPPRESS keeps a value given there.
+        parser.add_argument("-n", "--namespace", default=argparse.SUPPRESS,
+                            help="namespace (default: the kubeconfig context's)")
+        parser.add_argument("--kubeconfig", default=argparse.SUPPRESS,
+                            help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+        parser.add_argument("--context", default=argparse.SUPPRESS, help="kubeconfig context")
         parser.set_defaults(handler=run)
 
     swap = subparsers.add_parser("swap", help="swap a slot into another (production by default)")
