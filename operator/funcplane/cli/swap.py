@@ -137,7 +137,8 @@ def _status(args: argparse.Namespace, cluster: Cluster) -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cluster = Cluster(args.kubeconfig, args.context, args.namespace)
+        # Global flags live on the top-level parser (cli.main); a parser without them means "not given".
+        cluster = Cluster(*(getattr(args, flag, None) for flag in ("kubeconfig", "context", "namespace")))
         if args.swap_command == "status":
             return _status(args, cluster)
         return _start(args, cluster, {"swap": "start"}.get(args.swap_command, args.swap_command))
