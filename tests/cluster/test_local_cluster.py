@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from funcplane.devcluster import stages
-from funcplane.devcluster.cluster import ClusterError, LocalCluster
-from support import eventually
+from funcplane.devcluster.cluster import ClusterError, LocalCluster, processes_naming
+from funcplane.devcluster.podrunner import PodRunner
+from support import eventually, hello_code_configmap, hello_host_deployment, isolated_cache
 
 DEPLOYMENT = """
 apiVersion: apps/v1
@@ -111,14 +114,30 @@ def test_pod_ready_after_delay_and_failing_pod(cluster, namespace):
     assert not _ready(broken)
 
 
+def test_a_deleted_pod_held_by_the_pod_runner_waits_and_keeps_its_ip(cluster, namespace):
+    """As a kubelet keeps a deleted pod (and its IP) until its containers have exited, the runner's
+    finalizer keeps it until the host has stopped; other deleted pods go at once."""
+    held = json.loads(_pod("held", {}))
+    held["metadata"]["finalizers"] = [stages.RUNNER_FINALIZER]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(held))
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_pod("plain", {}))
+    ip = eventually(lambda: _pod_when(cluster, namespace, "held", lambda p: p["status"].get("podIP")),
+                    what="pod held to get an IP")["status"]["podIP"]
+    eventually(lambda: _pod_when(cluster, namespace, "plain", lambda p: p["status"].get("podIP")),
+               what="pod plain to get an IP")
+    cluster.kubectl("delete", "pod", "held", "plain", "-n", namespace, "--wait=false")
+    eventually(lambda: cluster.kubectl("get", "pod", "plain", "-n", namespace, check=False).returncode != 0,
+               timeout=30, what="the deleted pod without the finalizer to go")
+    terminating = _pod_when(cluster, namespace, "held", lambda p: p["metadata"].get("deletionTimestamp"))
+    assert terminating is not None and terminating["status"]["podIP"] == ip
+    cluster.kubectl("patch", "pod", "held", "-n", namespace, "--type=json",
+                    "-p", '[{"op": "remove", "path": "/metadata/finalizers/0"}]')
+    eventually(lambda: cluster.kubectl("get", "pod", "held", "-n", namespace, check=False).returncode != 0,
+               timeout=30, what="the pod to go once the runner let it go")
+
+
 def test_cli_up_shows_ready_nodes_then_down_leaves_nothing(tmp_path: Path):
-    env = dict(os.environ, FUNCPLANE_CACHE_DIR=str(tmp_path / "cache"))
-    # Reuse the built binaries: the cache directory only relocates the clusters.
-    cache = Path.home() / ".cache" / "funcplane"
-    (tmp_path / "cache").mkdir()
-    for entry in cache.iterdir():
-        if entry.name != "clusters" and not entry.name.startswith("."):
-            (tmp_path / "cache" / entry.name).symlink_to(entry)
+    env = isolated_cache(tmp_path)
     cli = [sys.executable, "-m", "funcplane.cli.main"]
     up = subprocess.run([*cli, "dev", "cluster", "up", "--name", "cli-test", "--nodes", "2"], env=env,
                         capture_output=True, text=True, timeout=180)
@@ -136,19 +155,51 @@ def test_cli_up_shows_ready_nodes_then_down_leaves_nothing(tmp_path: Path):
         assert again.returncode == 0
         assert LocalCluster.load("cli-test", cluster.directory).processes["kube-apiserver"].pid == \
             cluster.processes["kube-apiserver"].pid, "a healthy cluster is reused, not restarted"
+        serve_at_pod_ips_from_this_process(cluster, tmp_path)
     finally:
         down = subprocess.run([*cli, "dev", "cluster", "down", "--name", "cli-test"], env=env,
                               capture_output=True, text=True, timeout=60)
     assert down.returncode == 0, down.stderr
     assert not cluster.directory.exists()
-    for process in cluster.processes.values():
-        assert not Path(f"/proc/{process.pid}").exists() or \
-            str(cluster.directory) not in Path(f"/proc/{process.pid}/cmdline").read_text(errors="replace")
+    assert not processes_naming(cluster.directory), "a process of the removed cluster still runs"
+    assert cluster.pod_cidr not in _loopback_addresses(), "the pod network outlived the cluster"
     for port in cluster.ports.values():
         with socket.socket() as sock:
             # SO_REUSEADDR tolerates closed connections in TIME_WAIT but not a listener.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))
+
+
+def _loopback_addresses() -> str:
+    return subprocess.run(["ip", "-4", "addr", "show", "dev", "lo"], capture_output=True, text=True).stdout
+
+
+def serve_at_pod_ips_from_this_process(started_elsewhere: LocalCluster, tmp_path: Path) -> None:
+    """A cluster another process started, reused here: its whole state (the pod network too) is
+    loaded, so hosts bind their pod IPs and answer there."""
+    reused = LocalCluster.named("cli-test", nodes=2, directory=started_elsewhere.directory).up()
+    assert reused.processes["kube-apiserver"].pid == started_elsewhere.processes["kube-apiserver"].pid
+    assert reused.pod_cidr and reused.pod_cidr == started_elsewhere.pod_cidr
+    reused.kubectl("create", "namespace", "reuse")
+    eventually(lambda: reused.kubectl("get", "serviceaccount", "default", "-n", "reuse", check=False).returncode == 0,
+               timeout=30, what="the default ServiceAccount of namespace reuse")
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hello-secret"},
+              "stringData": {"greeting": "hi"}}
+    reused.kubectl("apply", "-n", "reuse", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": [hello_code_configmap("hello-code"), secret,
+                                                       hello_host_deployment(1)]}))
+    with PodRunner(reused, "reuse", tmp_path / "pods") as runner:
+        (pod,) = eventually(lambda: list(runner.running.values()), what="a host for the pod")
+        assert ipaddress.ip_address(pod.ip) in ipaddress.ip_network(reused.pod_cidr)
+        assert reused.pod_cidr in _loopback_addresses(), "the reusing process made the pod network local"
+
+        def hello() -> str | None:
+            try:
+                with urllib.request.urlopen(f"{pod.url}/api/hello?name=reuse", timeout=10) as response:
+                    return response.read().decode()
+            except OSError:
+                return None
+        assert eventually(hello, timeout=90, what=f"the host at {pod.url} to answer") == "Hello, reuse!"
 
 
 def test_crashed_component_is_reported_and_stale_cluster_replaced(tmp_path: Path):
@@ -167,9 +218,13 @@ def test_crashed_component_is_reported_and_stale_cluster_replaced(tmp_path: Path
         assert replaced.healthy()
         assert replaced.processes["kube-apiserver"].pid != old_pid
         assert "Ready" in replaced.kubectl("get", "nodes", "--no-headers").stdout
+        # A fresh object for the directory knows the replacement's processes (state.json is loaded whole).
+        fresh = LocalCluster.named("stale", directory=tmp_path / "stale")
+        assert fresh.reload() and fresh.processes["kube-apiserver"].pid == replaced.processes["kube-apiserver"].pid
     finally:
         LocalCluster.named("stale", directory=tmp_path / "stale").down()
         local.down()
+    assert not processes_naming(tmp_path / "stale"), "down() from a fresh object left processes of the cluster"
 
 
 def test_port_clash_is_one_actionable_error(tmp_path: Path):

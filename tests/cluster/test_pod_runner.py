@@ -5,40 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from support import REPO, eventually
-
-
-def _app_configmap(name: str) -> dict:
-    app = REPO / "examples" / "apps" / "hello-v2"
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
-            "data": {f.name: f.read_text() for f in app.iterdir() if f.is_file()}}
-
-
-def _host_deployment(replicas: int) -> dict:
-    return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hello"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"funcplane.io/app": "hello"}},
-            "template": {
-                "metadata": {"labels": {"funcplane.io/app": "hello"}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 10,
-                    "containers": [{
-                        "name": "host", "image": "funcplane/host:dev",
-                        "env": [
-                            {"name": "AzureWebJobsScriptRoot", "value": "/home/site/wwwroot"},
-                            {"name": "FUNCTIONS_WORKER_RUNTIME", "value": "python"},
-                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                            {"name": "GREETING", "valueFrom": {"secretKeyRef": {"name": "hello-secret", "key": "greeting"}}},
-                        ],
-                        "volumeMounts": [{"name": "code", "mountPath": "/home/site/wwwroot", "readOnly": True}],
-                    }],
-                    "volumes": [{"name": "code", "configMap": {"name": "hello-code"}}],
-                },
-            },
-        },
-    }
+from support import eventually, hello_code_configmap, hello_host_deployment
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -50,7 +17,7 @@ def test_host_runs_at_the_pod_ip_and_stops_with_the_pod(cluster, namespace, pod_
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hello-secret"},
               "stringData": {"greeting": "hi"}}
     manifests = {"apiVersion": "v1", "kind": "List",
-                 "items": [_app_configmap("hello-code"), secret, _host_deployment(2)]}
+                 "items": [hello_code_configmap("hello-code"), secret, hello_host_deployment(2)]}
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifests))
 
     pods = eventually(lambda: len(pod_runner.running) == 2 and list(pod_runner.running.values()),
@@ -84,7 +51,7 @@ def _try_get(url: str) -> tuple[int, str] | None:
 
 
 def test_pod_with_a_volume_that_cannot_run_locally_gets_a_warning_event(cluster, namespace, pod_runner):
-    deployment = _host_deployment(1)
+    deployment = hello_host_deployment(1)
     deployment["spec"]["template"]["spec"]["volumes"] = [
         {"name": "code", "image": {"reference": "example.invalid/app:1"}}]
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(deployment))

@@ -20,6 +20,10 @@ def crds(cluster):
 
 @pytest.fixture
 def operator(crds, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """The operator, restarted after an exit as a kubelet would (a lost Lease exits by design);
+    any other exit status is a defect and fails the test."""
     process = OperatorProcess(crds, namespace, tmp_path).start()
     yield process
     process.stop()
+    assert not process.unexpected_exits, \
+        f"the operator exited with {process.unexpected_exits} (restarts: {process.restarts}):\n{process.logs()[-4000:]}"

@@ -73,6 +73,8 @@ def test_cluster_scope_renders_an_ha_operator_with_cluster_rbac(helm: Path) -> N
     assert operator["command"] == ["funcplane-operator"]
     assert "--all-namespaces" in operator["args"]
     assert "--lease-namespace=funcplane-system" in operator["args"]
+    # The operator binds loopback by default; in a pod the probes and scrapes come to the pod IP.
+    assert "--bind-address=0.0.0.0" in operator["args"]
     assert {e["name"] for e in operator["env"]} >= {"POD_NAME", "POD_NAMESPACE"}
     assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert operator["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}

@@ -1,8 +1,8 @@
 """High availability of the operator: two real `funcplane-operator` processes, one Lease.
 
-Both replicas run with the default lease timing (duration 10 s, renew deadline 6 s, retry 2 s) and
-debug logs, in which every reconcile is logged with its start time and duration. A sampler polls
-both replicas' /metrics throughout. The tests assert who may reconcile when, and print the
+Both replicas run with the default lease timing (client-go's: duration 15 s, renew deadline 10 s,
+retry 2 s) and debug logs, in which every reconcile is logged with its start time and duration. A
+sampler polls both replicas' /metrics throughout. The tests assert who may reconcile when, and print the
 measured takeover times (no timing asserts; the timeouts are generous).
 """
 
@@ -27,6 +27,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+import diagnostics
 from funcplane.render.names import LABEL_APP
 from operator_helpers import apply_examples, wait_app_ready
 from support import eventually
@@ -189,6 +190,7 @@ def replicas(crds: Any, namespace: str, tmp_path: Path):
         replica = Replica(identity, kubeconfig=kubeconfig or crds.kubeconfig, env=crds.env, log_dir=tmp_path,
                           scope=["--namespace", namespace], lease_namespace=namespace, extra=extra)
         started.append(replica)
+        diagnostics.register(f"operator {identity}", replica.log_path.read_text)
         return replica
 
     yield start

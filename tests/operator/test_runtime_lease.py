@@ -114,7 +114,7 @@ async def test_the_leader_gives_up_when_another_identity_holds_the_lease(elector
     assert not first.leading and metrics.LEADER._value.get() == 0
 
 
-async def test_the_leader_gives_up_at_its_renew_deadline_when_the_api_is_unreachable(
+async def test_the_leader_gives_up_at_its_renewal_limit_when_the_api_is_unreachable(
         elector: Any, k8s: client.ApiClient) -> None:
     first = elector("first")
     assert await acquire(first)
@@ -123,8 +123,47 @@ async def test_the_leader_gives_up_at_its_renew_deadline_when_the_api_is_unreach
     first.api = client.CoordinationV1Api(client.ApiClient(unreachable))
     await asyncio.wait_for(first.hold(), timeout=10)
     deadline = first.deadline()
-    assert deadline is not None and time.monotonic() >= deadline
+    assert deadline is not None and time.monotonic() >= deadline + FAST.stop_grace
+    assert deadline + FAST.stop_grace < deadline - FAST.renew_deadline + FAST.lease_duration, \
+        "the limit falls before a standby may take over"
     assert not first.leading and metrics.LEADER._value.get() == 0
+
+
+def starved(k8s: client.ApiClient, namespace: str, identity: str) -> tuple[LeaseElector, list[float]]:
+    """An elector whose clock can be moved on: as if its process had been starved of CPU that long."""
+    lost_time = [0.0]
+    return LeaseElector(client.CoordinationV1Api(k8s), name="election", namespace=namespace, identity=identity,
+                        timing=FAST, clock=lambda: time.monotonic() + lost_time[0]), lost_time
+
+
+async def test_a_late_renewal_keeps_leadership_when_nobody_took_over(k8s: client.ApiClient, namespace: str) -> None:
+    first, lost_time = starved(k8s, namespace, "first")
+    assert await acquire(first)
+    version = client.CoordinationV1Api(k8s).read_namespaced_lease("election", namespace).metadata.resource_version
+    lost_time[0] = FAST.renew_deadline + FAST.stop_grace / 2  # woke past the renew deadline, before the limit
+    assert not first.leading
+    holding = asyncio.create_task(first.hold())
+    try:
+        for _ in range(100):
+            if first.leading:
+                break
+            await asyncio.sleep(0.05)
+        assert first.leading and not holding.done(), "a late renewal that succeeded must keep leadership"
+        renewed = client.CoordinationV1Api(k8s).read_namespaced_lease("election", namespace)
+        assert renewed.spec.holder_identity == "first" and renewed.metadata.resource_version != version
+    finally:
+        holding.cancel()
+
+
+async def test_no_renewal_is_tried_past_the_limit(k8s: client.ApiClient, namespace: str) -> None:
+    first, lost_time = starved(k8s, namespace, "first")
+    assert await acquire(first)
+    version = client.CoordinationV1Api(k8s).read_namespaced_lease("election", namespace).metadata.resource_version
+    lost_time[0] = FAST.renew_deadline + FAST.stop_grace + 0.1  # a standby may be about to take over
+    await asyncio.wait_for(first.hold(), timeout=5)
+    assert not first.leading
+    assert client.CoordinationV1Api(k8s).read_namespaced_lease("election", namespace).metadata.resource_version == \
+        version, "past the limit the holder must not write the Lease"
 
 
 def test_the_watchdog_ends_leadership_that_lapsed_and_spares_renewed_leadership() -> None:
@@ -148,3 +187,4 @@ def test_lease_timing_refuses_an_unsafe_order() -> None:
     with pytest.raises(ValueError, match="retry period < renew deadline < lease duration"):
         LeaseTiming(lease_duration=5, renew_deadline=6, retry_period=1)
     assert LeaseTiming().renew_deadline + LeaseTiming().stop_grace < LeaseTiming().lease_duration
+    assert (LeaseTiming().lease_duration, LeaseTiming().renew_deadline, LeaseTiming().retry_period) == (15, 10.0, 2.0)

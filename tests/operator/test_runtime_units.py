@@ -38,6 +38,14 @@ def test_options_need_exactly_one_scope(capsys: pytest.CaptureFixture[str], monk
     assert options.namespaces == ("a", "b") and not options.clusterwide and options.lease_namespace == "a"
 
 
+def test_endpoints_listen_on_loopback_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A wildcard listener on 8080 would answer for every pod IP of the local cluster, whose pod
+    # CIDR is local: run by hand, the operator must not.
+    monkeypatch.delenv("FUNCPLANE_BIND_ADDRESS", raising=False)
+    assert parse_options(["-n", "a"]).bind_address == "127.0.0.1"
+    assert parse_options(["-n", "a", "--bind-address", "0.0.0.0"]).bind_address == "0.0.0.0"
+
+
 def test_options_come_from_the_environment_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FUNCPLANE_NAMESPACES", "x, y")
     monkeypatch.setenv("FUNCPLANE_METRICS_PORT", "9100")

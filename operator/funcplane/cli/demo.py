@@ -1,8 +1,13 @@
-"""`funcplane demo`: the whole product on the local control plane, end to end.
+"""`funcplane demo`: the whole product on the local environment, ending in a slot swap under traffic.
 
-Starts (or reuses) the local cluster, installs the CRDs, runs the operator, deploys the demo app
-with a staging slot, runs real hosts for its pods and sends a real request to each slot through
-its Service's endpoints.
+Brings up (or reuses) the local environment of `funcplane dev up` (cluster, CRDs, operator, pod
+runner), deploys the demo app with a staging slot, and once both slots answer real requests sends
+steady traffic to production through a client that follows the Service's EndpointSlices, as
+kube-proxy would, while it swaps staging into production. It prints the requests sent, the
+failures, when production began answering with the new release, and that the sticky setting
+stayed with its slot. Everything keeps running afterwards; `funcplane dev down` stops it.
+
+Run again, it swaps back: each run swaps whatever staging runs into production.
 """
 
 from __future__ import annotations
@@ -11,26 +16,32 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..devcluster.cluster import DEFAULT_NAME, ClusterError, LocalCluster, free_port
-from ..devcluster.podrunner import PodRunner
+from ..devcluster import binaries, environment
+from ..devcluster.cluster import DEFAULT_NAME, ClusterError, LocalCluster
+from ..devcluster.endpoints import EndpointClient, ServiceEndpoints
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "examples" / "demo"
 NAMESPACE = "demo"
 APP = "demo"
+SERVICES = {"production": APP, "staging": f"{APP}-staging"}
 RELEASES = {"demo-code-v1": "1.0", "demo-code-v2": "2.0"}
+PATH = "/api/hello?name=demo"
+TRAFFIC_INTERVAL = 0.05
+AFTER_SWAP = 2.0  # seconds of traffic kept up after the swap completed
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    demo = subparsers.add_parser("demo", help="run the demo end to end on the local control plane")
-    demo.add_argument("--name", default=DEFAULT_NAME, help="local cluster name (default: %(default)s)")
-    demo.add_argument("--down", action="store_true", help="remove the cluster at the end")
-    demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for Ready (default: %(default)s)")
+    demo = subparsers.add_parser("demo", help="run the demo end to end on the local environment")
+    demo.add_argument("--name", default=DEFAULT_NAME, help="local environment name (default: %(default)s)")
+    demo.add_argument("--down", action="store_true", help="stop the environment and remove its cluster at the end")
+    demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for each step (default: %(default)s)")
     demo.set_defaults(handler=run)
 
 
@@ -49,85 +60,179 @@ def _wait_ready(cluster: LocalCluster, kind: str, name: str, timeout: float) -> 
                     f"--timeout={int(timeout)}s", timeout=timeout + 10)
 
 
-def _serving_endpoint(cluster: LocalCluster, service: str, timeout: float) -> str:
-    """The address of one ready endpoint of the Service, from its EndpointSlices."""
-    deadline = time.monotonic() + timeout
+def _answer(client: EndpointClient, timeout: float) -> dict:
+    """A 200 answer from the Service, retried while its endpoints' hosts are still starting."""
+    deadline, last = time.monotonic() + timeout, "no ready endpoint"
     while time.monotonic() < deadline:
-        slices = json.loads(cluster.kubectl("get", "endpointslices", "-n", NAMESPACE, "-l",
-                                            f"kubernetes.io/service-name={service}", "-o", "json").stdout)["items"]
-        for endpoint_slice in slices:
-            port = next((p["port"] for p in endpoint_slice.get("ports") or []), 8080)
-            for endpoint in endpoint_slice.get("endpoints") or []:
-                if endpoint["conditions"].get("ready"):
-                    return f"http://{endpoint['addresses'][0]}:{port}"
-        time.sleep(0.5)
-    raise ClusterError(f"Service {service} has no ready endpoint after {timeout:.0f}s")
-
-
-def _request(url: str, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
         try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return json.loads(response.read())
-        except OSError as error:
-            if time.monotonic() > deadline:
-                raise ClusterError(f"no answer from {url} within {timeout:.0f}s: {error}") from None
-            time.sleep(0.5)
+            _, status, body = client.get(PATH, wait=1.0)
+            if status == 200:
+                return json.loads(body)
+            last = f"HTTP {status}"
+        except (OSError, ValueError) as error:
+            last = str(error)
+        time.sleep(0.3)
+    raise ClusterError(f"Service {client.endpoints.service} gave no answer within {timeout:.0f}s ({last}); "
+                       "see `funcplane dev logs pods`")
 
 
-def run(args: argparse.Namespace) -> int:
-    started = time.monotonic()
-    _step(f"local control plane {args.name!r}")
-    cluster = LocalCluster.named(args.name).up()
-    print(f"    {cluster.server}  (export KUBECONFIG={cluster.kubeconfig})")
+def _every_endpoint_serves(follower: ServiceEndpoints, timeout: float) -> int:
+    """Until each ready endpoint of the Service answers (a simulated pod is Ready before its host is)."""
+    deadline = time.monotonic() + timeout
+    waiting = {endpoint.url for endpoint in follower.ready}
+    while waiting and time.monotonic() < deadline:
+        for url in sorted(waiting):
+            try:
+                with urllib.request.urlopen(url + PATH, timeout=5) as response:
+                    if response.status == 200:
+                        waiting.discard(url)
+            except OSError:
+                pass
+        time.sleep(0.2)
+    if waiting:
+        raise ClusterError(f"endpoints {sorted(waiting)} of Service {follower.service} do not answer; "
+                           "see `funcplane dev logs pods`")
+    return len(follower.ready)
 
-    _step("CRDs")
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+
+@dataclass
+class Traffic:
+    """Steady GETs to a Service through its EndpointSlices, each answer recorded with its time."""
+
+    client: EndpointClient
+    answers: list[tuple[float, str]] = field(default_factory=list)       # (time, release)
+    failures: list[tuple[float, str]] = field(default_factory=list)      # (time, what went wrong)
+    environments: set[str] = field(default_factory=set)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> "Traffic":
+        self._thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def sent(self) -> int:
+        return len(self.answers) + len(self.failures)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            at = time.monotonic()
+            try:
+                endpoint, status, body = self.client.get(PATH)
+                if status == 200:
+                    answer = json.loads(body)
+                    self.answers.append((at, answer["release"]))
+                    self.environments.add(answer["environment"])
+                else:
+                    self.failures.append((at, f"HTTP {status} from {endpoint.url}: {body[:200]!r}"))
+            except (OSError, ValueError, KeyError) as error:
+                self.failures.append((at, str(error)))
+            self._stop.wait(TRAFFIC_INTERVAL)
+
+
+def _swap(cluster: LocalCluster, timeout: float) -> float:
+    """`kubectl funcplane swap demo --slot staging --wait`, its output shown; returns when it was asked."""
+    command = [sys.executable, "-m", "funcplane.cli.main", "-n", NAMESPACE, "--kubeconfig", str(cluster.kubeconfig),
+               "swap", APP, "--slot", "staging", "--wait", "--timeout", str(int(timeout))]
+    asked = time.monotonic()
+    swap = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cluster.env)
+    assert swap.stdout is not None
+    for line in swap.stdout:
+        print(f"    {line.rstrip()}", flush=True)
+    if swap.wait() != 0:
+        raise ClusterError(f"the swap failed (exit {swap.returncode}); `kubectl funcplane status {APP} -n {NAMESPACE}` "
+                           "and `funcplane dev logs operator` say why")
+    return asked
+
+
+def _deploy(cluster: LocalCluster, timeout: float) -> None:
     cluster.kubectl("apply", "-f", "-", input=json.dumps(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}))
     for name, release in RELEASES.items():
         cluster.kubectl("apply", "-f", "-", input=json.dumps(_code_configmap(name, release)))
+    cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(DEMO / "functionapp.yaml"))
+    _wait_ready(cluster, "functionapp", APP, timeout)
+    _wait_ready(cluster, "slot", f"{APP}-staging", timeout)
+    print(cluster.kubectl("get", "functionapps,slots,deployments,services", "-n", NAMESPACE).stdout)
 
-    _step("operator (funcplane-operator, leader election on a Lease)")
-    log_path = cluster.directory / "logs" / "operator-demo.log"
-    operator = subprocess.Popen(
-        [str(Path(sys.executable).with_name("funcplane-operator")), "--namespace", NAMESPACE,
-         "--kubeconfig", str(cluster.kubeconfig), "--lease-namespace", NAMESPACE, "--log-format", "plain",
-         "--metrics-port", str(free_port()), "--health-port", str(free_port()), "--bind-address", "127.0.0.1"],
-        stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=cluster.env)
-    workdir = Path(tempfile.mkdtemp(prefix="funcplane-demo-"))
-    try:
-        with PodRunner(cluster, NAMESPACE, workdir):
-            _step("FunctionApp demo with a staging slot (examples/demo/functionapp.yaml)")
-            cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(DEMO / "functionapp.yaml"))
-            _wait_ready(cluster, "functionapp", APP, args.timeout)
-            _wait_ready(cluster, "slot", f"{APP}-staging", args.timeout)
-            print(cluster.kubectl("get", "functionapps,slots,deployments,services", "-n", NAMESPACE).stdout)
 
-            results = {}
-            for slot, service in (("production", APP), ("staging", f"{APP}-staging")):
-                endpoint = _serving_endpoint(cluster, service, args.timeout)
-                _step(f"GET {endpoint}/api/hello?name=demo  (Service {service}, slot {slot})")
-                results[slot] = _request(f"{endpoint}/api/hello?name=demo", args.timeout)
-                print(f"    {json.dumps(results[slot])}")
-            expected = {"production": ("1.0", "production"), "staging": ("2.0", "staging")}
-            for slot, (release, environment) in expected.items():
-                got = (results[slot]["release"], results[slot]["environment"])
-                if got != (release, environment):
-                    raise ClusterError(f"slot {slot} answered release/environment {got}, expected {(release, environment)}")
-    except BaseException:
-        print(f"operator log: {log_path}", file=sys.stderr)
-        raise
-    finally:
-        operator.terminate()
-        operator.wait(timeout=30)
-    _step(f"done in {time.monotonic() - started:.0f}s: each slot served a real request from its own host")
+def _ask_both(clients: dict[str, EndpointClient], timeout: float) -> dict[str, dict]:
+    answers = {}
+    for slot, client in clients.items():
+        answers[slot] = _answer(client, timeout)
+        print(f"    {slot:<10} (Service {SERVICES[slot]}): {json.dumps(answers[slot])}", flush=True)
+        if answers[slot]["environment"] != slot:
+            raise ClusterError(f"slot {slot} answered with environment {answers[slot]['environment']!r}: "
+                               "its sticky ENVIRONMENT setting did not stay with it")
+    return answers
+
+
+def _report(traffic: Traffic, asked: float, old: str, new: str) -> int:
+    first_new = next((at for at, release in traffic.answers if release == new), None)
+    last_old = max((at for at, release in traffic.answers if release == old), default=None)
+    print(f"    requests sent to production: {traffic.sent}, failures: {len(traffic.failures)}")
+    for at, what in traffic.failures[:5]:
+        print(f"      failed {at - asked:+.2f}s after the swap request: {what}")
+    if first_new is None:
+        print(f"    production never answered with release {new}")
+        return 1
+    print(f"    production answered release {new} from {first_new - asked:.2f}s after the swap request "
+          f"(last release {old} answer at {(last_old or asked) - asked:.2f}s)")
+    print(f"    sticky setting: production answered with ENVIRONMENT={'/'.join(sorted(traffic.environments))} "
+          "throughout")
+    return 0 if not traffic.failures and traffic.environments == {"production"} else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    _step(f"local environment {args.name!r}: cluster, CRDs, operator, pod runner")
+    env = environment.up(args.name)
+    cluster = env.cluster
+    steps = ", ".join(f"{step} {seconds:.1f}s" for step, seconds in env.timings.items())
+    print(f"    ready in {time.monotonic() - started:.1f}s ({steps}); export KUBECONFIG={cluster.kubeconfig}")
+
+    _step("FunctionApp demo with a staging slot (examples/demo/functionapp.yaml)")
+    _deploy(cluster, args.timeout)
+    api = cluster.api_client()
+    with ServiceEndpoints(api, NAMESPACE, SERVICES["production"]) as production, \
+            ServiceEndpoints(api, NAMESPACE, SERVICES["staging"]) as staging:
+        clients = {"production": EndpointClient(production), "staging": EndpointClient(staging)}
+        _step(f"GET {PATH} on each slot, through its Service's EndpointSlices")
+        before = _ask_both(clients, args.timeout)
+        old, new = before["production"]["release"], before["staging"]["release"]
+
+        serving = _every_endpoint_serves(production, args.timeout)
+        _step(f"steady traffic to production ({serving} endpoints, one request every {TRAFFIC_INTERVAL * 1000:.0f} ms) "
+              f"while staging (release {new}) swaps in: kubectl funcplane swap {APP} --slot staging --wait")
+        traffic = Traffic(clients["production"]).start()
+        try:
+            time.sleep(1.0)
+            asked = _swap(cluster, args.timeout)
+            time.sleep(AFTER_SWAP)
+        finally:
+            traffic.stop()
+        outcome = _report(traffic, asked, old, new)
+
+        _step("each slot after the swap")
+        after = _ask_both(clients, args.timeout)
+    if (after["production"]["release"], after["staging"]["release"]) != (new, old):
+        print(f"    expected production {new} and staging {old} after the swap")
+        outcome = 1
+    _step(f"{'done' if outcome == 0 else 'FAILED'} in {time.monotonic() - started:.0f}s")
     if args.down:
         cluster.down()
-        print("    cluster removed")
+        print("    environment stopped and cluster removed")
     else:
-        print(f"    the cluster stays up: export KUBECONFIG={cluster.kubeconfig}; "
-              f"`funcplane dev cluster down --name {args.name}` removes it")
-    return 0
+        named = "" if args.name == DEFAULT_NAME else f" --name {args.name}"
+        tools = f"{Path(sys.executable).parent}:{binaries.COMPONENTS['kubernetes'].bin_dir}"  # funcplane, kubectl
+        print("    the environment keeps running (operator, pod runner, cluster):\n"
+              f"      export KUBECONFIG={cluster.kubeconfig} PATH={tools}:$PATH\n"
+              f"      kubectl funcplane swap {APP} -n {NAMESPACE} --slot staging --wait   # swap back\n"
+              f"      funcplane dev port-forward{named} {APP} -n {NAMESPACE}               # the Service on 127.0.0.1\n"
+              f"      funcplane dev logs{named} operator|pods\n"
+              f"      funcplane dev down{named}                                      # stop it all")
+    return outcome

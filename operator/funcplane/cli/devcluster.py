@@ -1,13 +1,19 @@
-"""`funcplane dev ...`: the local control plane and its binaries."""
+"""`funcplane dev ...`: the local environment, the local control plane and its binaries.
+
+`dev up` / `dev down` / `dev status` / `dev logs operator|pods` / `dev port-forward SERVICE` manage
+the whole local environment (cluster, CRDs, operator, pod runner); `dev cluster ...` the control
+plane alone.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 
-from ..devcluster import binaries, images
+from ..devcluster import binaries, environment, images
 from ..devcluster.cluster import DEFAULT_NAME, DEFAULT_NODES, ClusterError, LocalCluster
 
 
@@ -21,6 +27,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cluster.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="simulated nodes (default: %(default)s)")
     cluster.add_argument("--fresh", action="store_true", help="replace a running cluster instead of reusing it")
     cluster.set_defaults(handler=_cluster)
+
+    def named(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--name", default=DEFAULT_NAME, help="environment (cluster) name (default: %(default)s)")
+        return parser
+
+    dev_up = named(dev_sub.add_parser("up", help="start (or reuse) the local environment: cluster, CRDs, "
+                                                 "operator and pod runner, left running in the background"))
+    dev_up.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="simulated nodes (default: %(default)s)")
+    dev_up.add_argument("--fresh", action="store_true", help="replace a running cluster instead of reusing it")
+    dev_up.set_defaults(handler=_up)
+    named(dev_sub.add_parser("down", help="stop the local environment and remove its cluster")).set_defaults(
+        handler=_down)
+    named(dev_sub.add_parser("status", help="the environment's components and services (exit 1 if broken)")) \
+        .set_defaults(handler=_status)
+    logs = named(dev_sub.add_parser("logs", help="a service's log (operator, pods)"))
+    logs.add_argument("service", choices=environment.SERVICES)
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")
+    logs.add_argument("--tail", type=int, default=100, help="lines to print first (default: %(default)s)")
+    logs.set_defaults(handler=_logs)
+    forward = named(dev_sub.add_parser("port-forward", help="serve a Service on 127.0.0.1, relaying each "
+                                                            "connection to a ready endpoint from its EndpointSlices"))
+    forward.add_argument("service", help="Service name (or svc/NAME)")
+    forward.add_argument("-n", "--namespace", default=argparse.SUPPRESS, help="namespace (default: default)")
+    forward.add_argument("--port", type=int, default=0, help="local port on 127.0.0.1 (default: a free one)")
+    forward.set_defaults(handler=_port_forward)
 
     bins = dev_sub.add_parser("binaries", help="build (once) and verify the cached cluster binaries")
     bins.add_argument("components", nargs="*", metavar="COMPONENT",
@@ -57,13 +88,76 @@ def _cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loaded(name: str) -> LocalCluster:
+    cluster = LocalCluster.load(name)
+    if cluster is None:
+        raise ClusterError(f"no local environment named {name!r}: start one with `funcplane dev up`")
+    return cluster
+
+
+def _up(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    env = environment.up(args.name, args.nodes, fresh=args.fresh)
+    steps = ", ".join(f"{step} {seconds:.1f}s" for step, seconds in env.timings.items())
+    print(f"local environment {args.name!r} is up in {time.monotonic() - started:.1f}s ({steps})")
+    print(f"  export KUBECONFIG={env.cluster.kubeconfig}")
+    print(f"  logs: funcplane dev logs operator|pods   stop: funcplane dev down --name {args.name}")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    cluster = LocalCluster.load(args.name)
+    if cluster is None:
+        print(f"no local environment named {args.name!r}")
+        return 0
+    cluster.down()
+    print(f"local environment {args.name!r} stopped and removed")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    cluster = _loaded(args.name)
+    status = cluster.status()
+    print(json.dumps(status, indent=2))
+    broken = cluster.crashed() or cluster.crashed_services() or set(cluster.services) != set(environment.SERVICES)
+    return 0 if status["apiserver_ready"] and not broken else 1
+
+
+def _logs(args: argparse.Namespace) -> int:
+    path = environment.log_path(_loaded(args.name), args.service)
+    command = ["tail", f"--lines={args.tail}", *(["--follow=name"] if args.follow else []), str(path)]
+    try:
+        return subprocess.run(command).returncode
+    except KeyboardInterrupt:
+        return 0
+
+
+def _port_forward(args: argparse.Namespace) -> int:
+    from ..devcluster.endpoints import PortForward, ServiceEndpoints
+
+    cluster = _loaded(args.name)
+    service = args.service.removeprefix("svc/").removeprefix("service/")
+    namespace = getattr(args, "namespace", None) or "default"
+    with ServiceEndpoints(cluster.api_client(), namespace, service) as endpoints:
+        forward = PortForward(endpoints, args.port)
+        print(f"Forwarding from 127.0.0.1:{forward.port} -> Service {namespace}/{service} "
+              "(its ready endpoints, round robin); Ctrl-C stops", flush=True)
+        try:
+            forward.serve_forever()
+        except KeyboardInterrupt:
+            forward.close()
+    return 0
+
+
 def _binaries(args: argparse.Namespace) -> int:
     wanted = tuple(args.components) or ("kubernetes", "etcd", "kwok")
     unknown = sorted(set(wanted) - set(binaries.COMPONENTS))
     if unknown:
         raise binaries.BinaryError(f"unknown component(s) {', '.join(unknown)}; known: {', '.join(sorted(binaries.COMPONENTS))}")
+    started = time.monotonic()
     for name, path in binaries.ensure_all(wanted).items():
         print(f"{name} {binaries.COMPONENTS[name].version}: {path}")
+    print(f"binaries ready in {time.monotonic() - started:.1f}s")
     return 0
 
 

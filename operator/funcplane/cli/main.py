@@ -10,6 +10,11 @@ from . import crds, demo, devcluster, swap
 
 def build_parser(prog: str = "funcplane") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="funcplane: Azure-Functions-style apps on Kubernetes")
+    # kubectl's global flags, accepted before the subcommand too (`kubectl funcplane -n demo swap ...`);
+    # subcommands take them as well, with SUPPRESS defaults so that they never overwrite these.
+    parser.add_argument("-n", "--namespace", default=None, help="namespace (default: the kubeconfig context's)")
+    parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    parser.add_argument("--context", default=None, help="kubeconfig context")
     subparsers = parser.add_subparsers(dest="command", required=True)
     devcluster.register(subparsers)
     crds.register(subparsers)

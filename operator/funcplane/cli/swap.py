@@ -137,7 +137,8 @@ def _status(args: argparse.Namespace, cluster: Cluster) -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cluster = Cluster(args.kubeconfig, args.context, args.namespace)
+        # Global flags live on the top-level parser (cli.main); a parser without them means "not given".
+        cluster = Cluster(*(getattr(args, flag, None) for flag in ("kubeconfig", "context", "namespace")))
         if args.swap_command == "status":
             return _status(args, cluster)
         return _start(args, cluster, {"swap": "start"}.get(args.swap_command, args.swap_command))
@@ -156,9 +157,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument("--slot", required=True, help="the source slot (e.g. staging)")
             parser.add_argument("--wait", action="store_true", help="follow the swap until it ends")
             parser.add_argument("--timeout", type=float, default=900.0, help="seconds --wait follows at most")
-        parser.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's)")
-        parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-        parser.add_argument("--context", help="kubeconfig context")
+        # Also accepted before the subcommand (see cli.main): SUPPRESS keeps a value given there.
+        parser.add_argument("-n", "--namespace", default=argparse.SUPPRESS,
+                            help="namespace (default: the kubeconfig context's)")
+        parser.add_argument("--kubeconfig", default=argparse.SUPPRESS,
+                            help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+        parser.add_argument("--context", default=argparse.SUPPRESS, help="kubeconfig context")
         parser.set_defaults(handler=run)
 
     swap = subparsers.add_parser("swap", help="swap a slot into another (production by default)")

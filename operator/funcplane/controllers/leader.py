@@ -3,16 +3,21 @@
 One process holds the Lease and reconciles; the others poll it. Safety comes from the clocks each
 side uses, never from comparing timestamps written by another machine:
 
-* The holder counts its leadership from the moment it *sent* its last successful renewal and gives
-  it up when `renew_deadline` passes without another one. A watchdog thread ends the process
-  `stop_grace` later even if the event loop is stuck, so reconciling stops before
-  `renew_deadline + stop_grace`.
+* The holder counts its leadership from the moment it *sent* its last successful renewal (S). It
+  renews every `retry_period`; `leading` turns false at S + `renew_deadline`, and it keeps trying
+  until S + `renew_deadline` + `stop_grace`, when a watchdog thread ends the process even if the
+  event loop is stuck. So nothing reconciles after that limit without a renewal.
 * A candidate counts expiry from the moment it *observed* the Lease change (a new resourceVersion),
   which is after the holder sent that renewal, and takes the Lease only `lease_duration` later.
+* Every write carries the resourceVersion it was based on. A renewal therefore succeeds only if
+  nobody wrote the Lease since the holder's own last write: no one else can have taken over.
 
-With `renew_deadline + stop_grace < lease_duration` the old holder has stopped before anyone else
-may start. Every write carries the resourceVersion it was based on, so two candidates racing for
-an expired or released Lease cannot both win: the API server refuses the second with a conflict.
+Hence a renewal that is merely late (the process was starved, or the API server answered slowly)
+does not end leadership: if it succeeds before the limit, nobody took over in between (the
+conditional write proves it) and nobody can before another `lease_duration` from the new write.
+With `renew_deadline + stop_grace < lease_duration` the limit falls before any candidate may take
+over, so a holder that could not renew has stopped before anyone else may start. Two candidates
+racing for an expired or released Lease cannot both win: the API server refuses the second.
 """
 
 from __future__ import annotations
@@ -42,10 +47,11 @@ EXIT_LEASE_LOST = 3
 
 @dataclass(frozen=True)
 class LeaseTiming:
-    """Seconds. Defaults: a standby takes over 10-12 s after the holder dies; 1 write per 2 s."""
+    """Seconds. Defaults are client-go's (15 s lease, 10 s renew deadline, 2 s retry): a standby
+    takes over 15-17.4 s after the holder dies; a holder survives 12.5 s without a renewal."""
 
-    lease_duration: int = 10
-    renew_deadline: float = 6.0
+    lease_duration: int = 15
+    renew_deadline: float = 10.0
     retry_period: float = 2.0
 
     def __post_init__(self) -> None:
@@ -57,7 +63,8 @@ class LeaseTiming:
 
     @property
     def stop_grace(self) -> float:
-        """Time a holder that missed its renew deadline gets to stop before it is ended hard."""
+        """How long past its renew deadline a holder may still renew (a late renewal); the
+        watchdog ends the process then. Half the margin to `lease_duration` stays in reserve."""
         return (self.lease_duration - self.renew_deadline) / 2
 
     @property
@@ -143,18 +150,27 @@ class LeaseElector:
         return False
 
     async def hold(self) -> None:
-        """Renew every retry period; return once leadership is lost (never while still leading)."""
+        """Renew every retry period; return once leadership is lost (never while still leading).
+
+        Leadership ends when another identity holds the Lease, or when no renewal succeeded by
+        the renew deadline plus the stop grace (see the module docstring); a late renewal that
+        succeeds before then keeps it."""
         while True:
             deadline = self.deadline()
-            remaining = 0.0 if deadline is None else deadline - self.clock()
-            if remaining <= 0:
+            if deadline is None:
                 break
             started = self.clock()
+            remaining = deadline + self.timing.stop_grace - started
+            if remaining <= 0:
+                break
             try:
                 outcome = await asyncio.wait_for(asyncio.to_thread(self._attempt), timeout=remaining)
             except TimeoutError:
                 outcome = Attempt.FAILED
             if outcome is Attempt.HELD:
+                if started > deadline:
+                    logger.warning("lease renewed %.1fs past its renew deadline (this process or the API server "
+                                   "was slow); nobody took over, so leadership continues", started - deadline)
                 self._renewed(started)
             else:
                 metrics.LEASE_RENEW_FAILURES.inc()
@@ -162,10 +178,10 @@ class LeaseElector:
                     logger.error("the lease is held by %s now", self.holder)
                     break
                 logger.warning("lease renewal failed; leadership ends in %.1fs without a renewal",
-                               max(0.0, (self.deadline() or 0.0) - self.clock()))
-            deadline = self.deadline()
-            pause = min(self.timing.retry_period, max(0.0, (deadline or 0.0) - self.clock()))
-            await asyncio.sleep(pause)
+                               max(0.0, deadline + self.timing.stop_grace - self.clock()))
+            # Up to the deadline at the usual pace; past it (a late renewal) a little faster, never spinning.
+            deadline = self.deadline() or 0.0
+            await asyncio.sleep(min(self.timing.retry_period, max(0.1, deadline - self.clock())))
         self._lost()
         logger.error("lost the leader lease", extra={"lease": f"{self.namespace}/{self.name}"})
 

@@ -85,17 +85,20 @@ def parser() -> argparse.ArgumentParser:
                    help="kubeconfig file (default: the pod's service account)")
     p.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "8080") or 8080))
     p.add_argument("--health-port", type=int, default=int(_env("HEALTH_PORT", "8081") or 8081))
-    p.add_argument("--bind-address", default=_env("BIND_ADDRESS", "0.0.0.0"),
-                   help="address the metrics and health endpoints listen on")
+    # Loopback unless told otherwise: on the local cluster the pod CIDR is local, and a wildcard
+    # listener on 8080 would answer for every pod's IP. The Helm chart sets 0.0.0.0 (probes, scrapes).
+    p.add_argument("--bind-address", default=_env("BIND_ADDRESS", "127.0.0.1"),
+                   help="address the metrics and health endpoints listen on (default: %(default)s)")
     p.add_argument("--lease-name", default=_env("LEASE_NAME", "funcplane-operator"))
     p.add_argument("--lease-namespace", default=_env("LEASE_NAMESPACE") or _default_lease_namespace(),
                    help="namespace of the Lease (default: the pod's namespace, else the first --namespace)")
     p.add_argument("--identity", default=_env("IDENTITY") or _default_identity(),
                    help="this replica's name in the Lease (default: $POD_NAME, else host-pid)")
-    p.add_argument("--lease-duration", type=int, default=int(_env("LEASE_DURATION", "10") or 10),
+    p.add_argument("--lease-duration", type=int, default=int(_env("LEASE_DURATION", "15") or 15),
                    help="seconds a standby waits after the last renewal it saw before taking over")
-    p.add_argument("--renew-deadline", type=float, default=float(_env("RENEW_DEADLINE", "6") or 6),
-                   help="seconds the leader keeps reconciling without a successful renewal")
+    p.add_argument("--renew-deadline", type=float, default=float(_env("RENEW_DEADLINE", "10") or 10),
+                   help="seconds after its last renewal the leader counts as leading; a late renewal is "
+                        "accepted for (lease-duration - renew-deadline) / 2 more seconds")
     p.add_argument("--retry-period", type=float, default=float(_env("RETRY_PERIOD", "2") or 2),
                    help="seconds between renewals (leader) and polls (standby)")
     p.add_argument("--handlers", default=_env("HANDLERS", runtime_kopf.DEFAULT_HANDLERS),

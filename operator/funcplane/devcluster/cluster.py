@@ -2,9 +2,12 @@
 kube-controller-manager, kube-scheduler and kwok, with N simulated nodes.
 
 Every cluster lives in its own directory (certs, kubeconfig, data, logs, ``state.json``). The
-processes run in their own sessions so ``up`` can return while they keep running; ``down`` stops
-exactly the processes recorded in the state file (after checking that each still belongs to the
-cluster) and removes the directory.
+processes run in their own sessions so ``up`` can return while they keep running. ``state.json`` is
+the cluster's whole record (ports, pod network, component and service processes); every object
+for a directory reads it through :meth:`LocalCluster.reload`, so a fresh object made in another
+process reuses or stops the cluster exactly as the one that started it would. ``down`` stops the
+recorded processes (after checking that each still belongs to the cluster), then any other process
+whose command line names the directory, and removes the directory.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,6 +26,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +36,8 @@ DEFAULT_NAME = "funcplane"
 DEFAULT_NODES = 3
 STATE_FILE = "state.json"
 START_TIMEOUT = 90.0
+# A service (the pod runner) drains its hosts on SIGTERM before it exits; give it that time.
+SERVICE_STOP_TIMEOUT = 45.0
 COMPONENT_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 # Pod IPs come from a range that is rarely routed elsewhere, because `ensure_pod_network` can make
 # it local to this machine so that processes can serve at pod IPs. Each running cluster leases its
@@ -67,13 +74,48 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _names_directory(cmdline: bytes, directory: Path) -> bool:
+    """True if an argument is the directory or a path inside it (not a sibling sharing its prefix)."""
+    pattern = re.escape(str(directory).encode()) + rb"(/|\0|$)"
+    return re.search(pattern, cmdline) is not None
+
+
 def _belongs_to(pid: int, directory: Path) -> bool:
     """True if the process was started for this cluster directory (guards against PID reuse)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return str(directory) in cmdline
+    return _names_directory(_cmdline(pid), directory)
+
+
+def _ancestors() -> set[int]:
+    """This process and its parents: never stopped by a sweep, whatever their command lines say."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+def processes_naming(directory: Path) -> dict[int, str]:
+    """Live processes (pid -> command line) whose command line names `directory` or a path in it."""
+    found: dict[int, str] = {}
+    spared = _ancestors()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in spared:
+            continue
+        pid = int(entry.name)
+        cmdline = _cmdline(pid)
+        if _names_directory(cmdline, directory) and _alive(pid):
+            found[pid] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+    return found
 
 
 def _log_tail(path: Path, lines: int = 20) -> str:
@@ -98,6 +140,8 @@ class LocalCluster:
     nodes: int = DEFAULT_NODES
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
+    # Background services of the local environment (`funcplane dev up`): the operator, the pod runner.
+    services: dict[str, Process] = field(default_factory=dict)
     pod_network_added: bool = False
     pod_cidr: str = ""
 
@@ -137,53 +181,81 @@ class LocalCluster:
 
     # ---- state --------------------------------------------------------------------------
     def _save(self) -> None:
+        def record(processes: dict[str, Process]) -> dict[str, dict[str, object]]:
+            return {p.name: {"pid": p.pid, "log": str(p.log)} for p in processes.values()}
         state = {"name": self.name, "nodes": self.nodes, "ports": self.ports,
                  "pod_network_added": self.pod_network_added, "pod_cidr": self.pod_cidr,
-                 "processes": {p.name: {"pid": p.pid, "log": str(p.log)} for p in self.processes.values()}}
+                 "processes": record(self.processes), "services": record(self.services)}
         (self.directory / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    @contextlib.contextmanager
+    def _recording(self) -> Iterator[None]:
+        """Read, change and write ``state.json`` under a lock: the services of a running cluster
+        and the commands that manage them are separate processes that all record into it."""
+        with (self.directory / ".state.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.reload()
+            yield
+            self._save()
+
+    def reload(self) -> bool:
+        """Load the cluster's whole recorded state from its directory; False if there is none.
+
+        The one place that reads ``state.json``: reuse, status and ``down`` all go through it, so
+        an object made fresh for a directory knows every process and the pod network it owns."""
+        try:
+            state = json.loads((self.directory / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return False
+
+        def processes(key: str) -> dict[str, Process]:
+            return {n: Process(n, p["pid"], Path(p["log"])) for n, p in state.get(key, {}).items()}
+        self.name, self.nodes, self.ports = state["name"], state["nodes"], state["ports"]
+        self.pod_network_added = state.get("pod_network_added", False)
+        self.pod_cidr = state.get("pod_cidr", "")
+        self.processes, self.services = processes("processes"), processes("services")
+        return True
 
     @classmethod
     def load(cls, name: str = DEFAULT_NAME, directory: Path | None = None) -> "LocalCluster | None":
-        directory = directory or clusters_root() / name
-        try:
-            state = json.loads((directory / STATE_FILE).read_text())
-        except (OSError, ValueError):
-            return None
-        return cls(name=state["name"], directory=directory, nodes=state["nodes"], ports=state["ports"],
-                   pod_network_added=state.get("pod_network_added", False), pod_cidr=state.get("pod_cidr", ""),
-                   processes={n: Process(n, p["pid"], Path(p["log"])) for n, p in state["processes"].items()})
+        cluster = cls.named(name, directory=directory)
+        return cluster if cluster.reload() else None
 
     def crashed(self) -> list[Process]:
         return [p for p in self.processes.values() if not (_alive(p.pid) and _belongs_to(p.pid, self.directory))]
 
+    def crashed_services(self) -> list[Process]:
+        return [p for p in self.services.values() if not (_alive(p.pid) and _belongs_to(p.pid, self.directory))]
+
     def healthy(self) -> bool:
-        if len(self.processes) != len(COMPONENT_ORDER) or self.crashed():
+        if set(self.processes) != set(COMPONENT_ORDER) or self.crashed():
             return False
         return self._apiserver_ready()
 
     def status(self) -> dict[str, object]:
-        crashed = self.crashed()
+        crashed, crashed_services = self.crashed(), self.crashed_services()
         return {
             "name": self.name,
             "directory": str(self.directory),
             "server": self.server if "kube-apiserver" in self.ports else None,
             "kubeconfig": str(self.kubeconfig),
             "components": {p.name: ("stopped" if p in crashed else "running") for p in self.processes.values()},
+            "services": {p.name: ("stopped" if p in crashed_services else f"running (pid {p.pid})")
+                         for p in self.services.values()},
             # What a crashed component said last is usually the reason it stopped.
-            "crashed_log_tails": {p.name: _log_tail(p.log, 10) for p in crashed},
+            "crashed_log_tails": {p.name: _log_tail(p.log, 10) for p in crashed + crashed_services},
             "apiserver_ready": self._apiserver_ready() if "kube-apiserver" in self.ports else False,
         }
 
     # ---- lifecycle ----------------------------------------------------------------------
     def up(self, *, reuse: bool = True) -> "LocalCluster":
         """Start the cluster; an existing healthy one is reused, a stale one is replaced."""
-        existing = LocalCluster.load(self.name, self.directory)
-        if existing is not None:
-            if reuse and existing.healthy() and existing.nodes == self.nodes:
-                self.ports, self.processes = existing.ports, existing.processes
+        wanted_nodes = self.nodes
+        if self.reload():
+            if reuse and self.healthy() and self.nodes == wanted_nodes:
                 return self
-            existing.down()
-            self.processes = {}
+            self.down()
+            self.nodes, self.ports = wanted_nodes, {}
         elif self.directory.exists():
             shutil.rmtree(self.directory)
         bins = binaries.ensure_all()
@@ -196,32 +268,37 @@ class LocalCluster:
         return self
 
     def down(self, *, remove: bool = True, timeout: float = 15.0) -> None:
-        """Stop every recorded process (newest first), then remove the cluster directory."""
-        ours = [p for p in reversed(list(self.processes.values()))
-                if _alive(p.pid) and _belongs_to(p.pid, self.directory)]
-        for process in ours:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for process in ours:
-            while _alive(process.pid) and time.monotonic() < deadline:
-                with contextlib.suppress(ChildProcessError):
-                    if os.waitpid(process.pid, os.WNOHANG)[0]:
-                        break
-                time.sleep(0.05)
-            if _alive(process.pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-        for process in ours:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(process.pid, 0)
-        self.processes = {}
+        """Stop the services, then every component (newest first), then anything else that names
+        the directory; free the pod network and remove the directory."""
+        self.reload()  # what the directory records is the truth, whichever object started it
+        _stop(list(reversed(self.services.values())), self.directory, SERVICE_STOP_TIMEOUT)
+        _stop(list(reversed(self.processes.values())), self.directory, timeout)
+        leftovers = [Process(f"pid {pid}", pid, Path()) for pid in processes_naming(self.directory)]
+        _stop(leftovers, self.directory, timeout)
+        self.processes, self.services = {}, {}
         if self.pod_network_added:
             _ip("addr", "del", self.pod_cidr, "dev", "lo")
             self.pod_network_added = False
         _release_pod_network(self.directory)
         if remove:
             shutil.rmtree(self.directory, ignore_errors=True)
+        elif self.directory.exists():
+            self._save()
+
+    # ---- services -----------------------------------------------------------------------
+    def start_service(self, name: str, argv: list[str]) -> Process:
+        """Run a background service of the local environment; its command line must name the
+        directory (so that `down` recognizes it), its log is appended to across restarts."""
+        if not _names_directory("\0".join(argv).encode(), self.directory):
+            raise ValueError(f"service {name}: its command line must name {self.directory}")
+        with self._recording():
+            return self._spawn(name, argv, service=True, record=False)
+
+    def stop_service(self, name: str) -> None:
+        with self._recording():
+            process = self.services.pop(name, None)
+        if process is not None:
+            _stop([process], self.directory, SERVICE_STOP_TIMEOUT)
 
     def ensure_pod_network(self) -> None:
         """Make the pod CIDR local on the loopback device, so a process can serve at a pod's IP.
@@ -236,19 +313,20 @@ class LocalCluster:
             detail = getattr(error, "stderr", "") or str(error)
             raise ClusterError(f"cannot make the pod network {self.pod_cidr} local on the loopback device "
                                f"({detail.strip()}): running hosts at pod IPs needs root and iproute2's `ip`") from None
-        self.pod_network_added = True
-        self._save()
+        with self._recording():
+            self.pod_network_added = True
 
     # ---- start-up ------------------------------------------------------------------------
-    def _spawn(self, name: str, argv: list[str]) -> Process:
+    def _spawn(self, name: str, argv: list[str], *, service: bool = False, record: bool = True) -> Process:
         log = self.directory / "logs" / f"{name}.log"
         log.parent.mkdir(exist_ok=True)
-        with log.open("w") as out:
+        with log.open("a" if service else "w") as out:
             popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=self.directory)
+                                     start_new_session=True, cwd=self.directory, env=self.env if service else None)
         process = Process(name, popen.pid, log)
-        self.processes[name] = process
-        self._save()
+        (self.services if service else self.processes)[name] = process
+        if record:
+            self._save()
         return process
 
     def _fail(self, process: Process, what: str) -> ClusterError:
@@ -373,6 +451,34 @@ class LocalCluster:
 
     def _default_service_account(self) -> bool:
         return self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0
+
+
+def _stop(processes: list[Process], directory: Path, timeout: float) -> None:
+    """SIGTERM each process group that still belongs to the cluster, SIGKILL what outlives `timeout`."""
+    ours = [p for p in processes if _alive(p.pid) and _belongs_to(p.pid, directory)]
+    for process in ours:
+        _signal(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in ours:
+        while _alive(process.pid) and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(process.pid, os.WNOHANG)[0]:
+                    break
+            time.sleep(0.05)
+        if _alive(process.pid):
+            _signal(process.pid, signal.SIGKILL)
+    for process in ours:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(process.pid, 0)
+
+
+def _signal(pid: int, signum: int) -> None:
+    """Signal the process's group when it leads one (our spawns do), else the process alone."""
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
 
 def _pod_network_leases() -> Path:

@@ -32,6 +32,7 @@ from typing import Any
 from kubernetes import client
 
 from .cluster import LocalCluster
+from .stages import RUNNER_FINALIZER
 
 LOG = logging.getLogger("funcplane.podrunner")
 APP_LABEL = "funcplane.io/app"
@@ -47,6 +48,7 @@ class UnsupportedPod(Exception):
 @dataclass
 class RunningPod:
     uid: str
+    namespace: str
     name: str
     ip: str
     port: int
@@ -67,9 +69,10 @@ def _host_command() -> str:
 
 
 class PodRunner:
-    """Keeps one host process per Running pod of a namespace, until stopped."""
+    """Keeps one host process per Running pod of a namespace (or of every namespace), until stopped."""
 
-    def __init__(self, cluster: LocalCluster, namespace: str, workdir: Path, *, interval: float = 0.3) -> None:
+    def __init__(self, cluster: LocalCluster, namespace: str | None, workdir: Path, *,
+                 interval: float = 0.3) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.workdir = workdir
@@ -93,8 +96,12 @@ class PodRunner:
         if self._thread is not None:
             self._thread.join(timeout=30)
         with self._lock:
-            for pod in list(self.running.values()):
-                self._terminate(pod)
+            # All at once, as a kubelet stops a node's pods: each drains within its own grace period.
+            stopping = [threading.Thread(target=self._terminate, args=(pod,)) for pod in self.running.values()]
+            for thread in stopping:
+                thread.start()
+            for thread in stopping:
+                thread.join()
             self.running.clear()
 
     def __enter__(self) -> "PodRunner":
@@ -110,6 +117,17 @@ class PodRunner:
                     return pod.url
         return None
 
+    def logs(self, lines: int = 20) -> str:
+        """The last lines of each running host's log, for failure reports."""
+        with self._lock:
+            pods = list(self.running.values())
+        parts = []
+        for pod in pods:
+            log = pod.root / "host.log"
+            text = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else ["(no log yet)"]
+            parts.append(f"--- pod {pod.name} at {pod.url} (restarts {pod.restarts}) ---\n" + "\n".join(text))
+        return "\n".join(parts) or "(no pods running)"
+
     # ---- reconcile loop -------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -120,13 +138,21 @@ class PodRunner:
             self._stop.wait(self.interval)
 
     def sync(self) -> None:
-        pods = self._api.list_namespaced_pod(self.namespace, label_selector=APP_LABEL).items
+        if self.namespace is None:
+            pods = self._api.list_pod_for_all_namespaces(label_selector=APP_LABEL).items
+        else:
+            pods = self._api.list_namespaced_pod(self.namespace, label_selector=APP_LABEL).items
         wanted = {p.metadata.uid: p for p in pods
                   if p.metadata.deletion_timestamp is None and p.status.phase == "Running" and p.status.pod_ip}
         with self._lock:
             for uid in [uid for uid in self.running if uid not in wanted]:
                 self._terminate(self.running[uid])
                 del self.running[uid]
+            # A pod deleted while no runner ran its host (a runner that was killed) is let go.
+            for pod in pods:
+                if pod.metadata.deletion_timestamp is not None and pod.metadata.uid not in self.running and \
+                        RUNNER_FINALIZER in (pod.metadata.finalizers or []):
+                    self._let_go(pod.metadata.namespace, pod.metadata.name)
             for uid, pod in wanted.items():
                 if uid in self.running or uid in self.refused:
                     continue
@@ -154,7 +180,8 @@ class PodRunner:
 
     def _launch(self, pod: client.V1Pod) -> RunningPod:
         container = next((c for c in pod.spec.containers if c.name == HOST_CONTAINER), pod.spec.containers[0])
-        root = self.workdir / pod.metadata.name
+        root = self.workdir / pod.metadata.name if self.namespace else \
+            self.workdir / pod.metadata.namespace / pod.metadata.name
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         mounts = self._materialize(pod, container, root)
@@ -162,15 +189,18 @@ class PodRunner:
         port = int(env.get("FUNCPLANE_HTTP_PORT", DEFAULT_PORT))
         env |= {"FUNCPLANE_HTTP_HOST": pod.status.pod_ip, "FUNCPLANE_HTTP_PORT": str(port),
                 "PATH": os.environ.get("PATH", ""), "HOME": str(root), "PYTHONUNBUFFERED": "1"}
+        self._hold(pod)
         log = (root / "host.log").open("wb")
         process = subprocess.Popen([_host_command(), *(container.args or [])], env=env, cwd=root,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         LOG.info("started host for pod %s at %s:%d (pid %d)", pod.metadata.name, pod.status.pod_ip, port, process.pid)
-        return RunningPod(pod.metadata.uid, pod.metadata.name, pod.status.pod_ip, port, process, root,
+        return RunningPod(pod.metadata.uid, pod.metadata.namespace, pod.metadata.name, pod.status.pod_ip, port,
+                          process, root,
                           pod.spec.termination_grace_period_seconds or 30)
 
     def _materialize(self, pod: client.V1Pod, container: client.V1Container, root: Path) -> dict[str, Path]:
         """Write each mounted volume under the pod's root; returns mountPath -> local directory."""
+        namespace = pod.metadata.namespace
         volumes = {v.name: v for v in pod.spec.volumes or []}
         mounts: dict[str, Path] = {}
         for mount in container.volume_mounts or []:
@@ -178,10 +208,10 @@ class PodRunner:
             target = root / "fs" / mount.mount_path.lstrip("/")
             target.mkdir(parents=True, exist_ok=True)
             if volume.config_map is not None:
-                data = self._api.read_namespaced_config_map(volume.config_map.name, self.namespace).data or {}
+                data = self._api.read_namespaced_config_map(volume.config_map.name, namespace).data or {}
                 self._write_items(target, {k: v.encode() for k, v in data.items()}, volume.config_map.items)
             elif volume.secret is not None:
-                data = self._api.read_namespaced_secret(volume.secret.secret_name, self.namespace).data or {}
+                data = self._api.read_namespaced_secret(volume.secret.secret_name, namespace).data or {}
                 self._write_items(target, {k: base64.b64decode(v) for k, v in data.items()}, volume.secret.items)
             elif volume.projected is not None:
                 for projection in volume.projected.sources or []:
@@ -197,10 +227,10 @@ class PodRunner:
                                 self._write_items(target, {item.path: fields[item.field_ref.field_path].encode()}, None)
                         continue
                     if projection.config_map is not None:
-                        data = self._api.read_namespaced_config_map(projection.config_map.name, self.namespace).data or {}
+                        data = self._api.read_namespaced_config_map(projection.config_map.name, namespace).data or {}
                         self._write_items(target, {k: v.encode() for k, v in data.items()}, projection.config_map.items)
                     elif projection.secret is not None:
-                        data = self._api.read_namespaced_secret(projection.secret.name, self.namespace).data or {}
+                        data = self._api.read_namespaced_secret(projection.secret.name, namespace).data or {}
                         self._write_items(target, {k: base64.b64decode(v) for k, v in data.items()},
                                           projection.secret.items)
             elif volume.empty_dir is None:
@@ -212,7 +242,7 @@ class PodRunner:
 
     def _pod_fields(self, pod: client.V1Pod) -> dict[str, str]:
         """The downward API's fields, for environment variables and projected volumes alike."""
-        return {"metadata.name": pod.metadata.name, "metadata.namespace": self.namespace,
+        return {"metadata.name": pod.metadata.name, "metadata.namespace": pod.metadata.namespace,
                 "status.podIP": pod.status.pod_ip, "spec.nodeName": pod.spec.node_name or ""}
 
     def _pod_token(self, pod: client.V1Pod, projection: Any) -> bytes:
@@ -223,7 +253,7 @@ class PodRunner:
             bound_object_ref=client.V1BoundObjectReference(kind="Pod", api_version="v1", name=pod.metadata.name,
                                                            uid=pod.metadata.uid)))
         issued = self._api.create_namespaced_service_account_token(pod.spec.service_account_name or "default",
-                                                                   self.namespace, request)
+                                                                   pod.metadata.namespace, request)
         return issued.status.token.encode()
 
     @staticmethod
@@ -236,14 +266,15 @@ class PodRunner:
 
     def _environment(self, pod: client.V1Pod, container: client.V1Container,
                      mounts: dict[str, Path]) -> dict[str, str]:
+        namespace = pod.metadata.namespace
         env: dict[str, str] = {}
         for source in container.env_from or []:
             prefix = source.prefix or ""
             if source.config_map_ref is not None:
-                data = self._api.read_namespaced_config_map(source.config_map_ref.name, self.namespace).data or {}
+                data = self._api.read_namespaced_config_map(source.config_map_ref.name, namespace).data or {}
                 env |= {prefix + k: v for k, v in data.items()}
             elif source.secret_ref is not None:
-                data = self._api.read_namespaced_secret(source.secret_ref.name, self.namespace).data or {}
+                data = self._api.read_namespaced_secret(source.secret_ref.name, namespace).data or {}
                 env |= {prefix + k: base64.b64decode(v).decode() for k, v in data.items()}
         fields = self._pod_fields(pod)
         for var in container.env or []:
@@ -253,12 +284,12 @@ class PodRunner:
                 env[var.name] = fields.get(var.value_from.field_ref.field_path, "")
             elif var.value_from.config_map_key_ref is not None:
                 ref = var.value_from.config_map_key_ref
-                data = self._api.read_namespaced_config_map(ref.name, self.namespace).data or {}
+                data = self._api.read_namespaced_config_map(ref.name, namespace).data or {}
                 if ref.key in data:
                     env[var.name] = data[ref.key]
             elif var.value_from.secret_key_ref is not None:
                 ref = var.value_from.secret_key_ref
-                data = self._api.read_namespaced_secret(ref.name, self.namespace).data or {}
+                data = self._api.read_namespaced_secret(ref.name, namespace).data or {}
                 if ref.key in data:
                     env[var.name] = base64.b64decode(data[ref.key]).decode()
         if "/tmp" in mounts:
@@ -285,17 +316,39 @@ class PodRunner:
                     os.killpg(pod.process.pid, signal.SIGKILL)
                 pod.process.wait()
         LOG.info("stopped host of pod %s", pod.name)
+        self._let_go(pod.namespace, pod.name)
+
+    # The finalizer makes a deleted pod wait for its host to stop before kwok removes it and hands
+    # its IP to another pod, as a kubelet's pods keep their IPs until their containers have exited.
+    def _hold(self, pod: client.V1Pod) -> None:
+        if RUNNER_FINALIZER in (pod.metadata.finalizers or []):
+            return
+        patch = [{"op": "add", "path": "/metadata/finalizers", "value": [RUNNER_FINALIZER]}] \
+            if not pod.metadata.finalizers else [{"op": "add", "path": "/metadata/finalizers/-", "value": RUNNER_FINALIZER}]
+        self._api.patch_namespaced_pod(pod.metadata.name, pod.metadata.namespace, patch)
+
+    def _let_go(self, namespace: str, name: str) -> None:
+        try:
+            finalizers = self._api.read_namespaced_pod(name, namespace).metadata.finalizers or []
+            if RUNNER_FINALIZER in finalizers:
+                index = finalizers.index(RUNNER_FINALIZER)
+                self._api.patch_namespaced_pod(name, namespace, [
+                    {"op": "test", "path": f"/metadata/finalizers/{index}", "value": RUNNER_FINALIZER},
+                    {"op": "remove", "path": f"/metadata/finalizers/{index}"}])
+        except client.ApiException as error:
+            if error.status != 404:  # gone already: nothing to let go of
+                LOG.warning("could not remove the finalizer of pod %s/%s: %s", namespace, name, error.reason)
 
     def _warn(self, pod: client.V1Pod, message: str) -> None:
         LOG.warning("pod %s not run locally: %s", pod.metadata.name, message)
         event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{pod.metadata.name}.", namespace=self.namespace),
-            involved_object=client.V1ObjectReference(kind="Pod", name=pod.metadata.name, namespace=self.namespace,
+            metadata=client.V1ObjectMeta(generate_name=f"{pod.metadata.name}.", namespace=pod.metadata.namespace),
+            involved_object=client.V1ObjectReference(kind="Pod", name=pod.metadata.name, namespace=pod.metadata.namespace,
                                                      uid=pod.metadata.uid, api_version="v1"),
             reason="LocalRunUnsupported", message=message, type="Warning",
             source=client.V1EventSource(component="funcplane-podrunner"))
         with contextlib.suppress(client.ApiException):
-            self._api.create_namespaced_event(self.namespace, event)
+            self._api.create_namespaced_event(pod.metadata.namespace, event)
 
 
 def _relocate(value: str, mounts: dict[str, Path]) -> str:

@@ -14,6 +14,9 @@ ANNOTATION_READY = "sim.funcplane.dev/ready"
 ANNOTATION_READY_AFTER = "sim.funcplane.dev/ready-after"
 ANNOTATION_FAIL = "sim.funcplane.dev/fail"
 NODE_MARKER = "kwok.x-k8s.io/node"
+# Held by the pod runner on a pod whose host process it runs: a deleted pod stays Terminating (and
+# keeps its IP) until the host has stopped, as a kubelet keeps it until its containers have.
+RUNNER_FINALIZER = "sim.funcplane.dev/local-process"
 
 
 def _annotation(key: str) -> str:
@@ -165,7 +168,7 @@ POD_STAGES = [
                "Running", ready=False, container_state=_CRASHING),
 ]
 
-_POD_DELETE = """\
+_POD_DELETE = f"""\
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
@@ -178,6 +181,8 @@ spec:
     matchExpressions:
     - key: '.metadata.deletionTimestamp'
       operator: Exists
+    - key: '.metadata.finalizers[]? | select(. == "{RUNNER_FINALIZER}")'
+      operator: DoesNotExist
   next:
     finalizers:
       empty: true
