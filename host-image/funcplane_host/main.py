@@ -12,7 +12,8 @@ from aiohttp import web
 
 from funcplane_host.host import FunctionHost
 from funcplane_host.http.admin import DEFAULT_DRAIN_TIMEOUT
-from funcplane_host.http.server import build_app
+from funcplane_host.http.connection import FrontDoorRunner
+from funcplane_host.http.server import build_app, front_door_options
 from funcplane_host.settings import SettingsError, load_settings
 
 logger = logging.getLogger("funcplane.host")
@@ -26,7 +27,8 @@ async def serve(argv: list[str] | None = None) -> int:
         return 2
     host = FunctionHost(settings)
     await host.start()
-    runner = web.AppRunner(build_app(host), access_log=None, handle_signals=False)
+    options = front_door_options(host)
+    runner = FrontDoorRunner(build_app(host, options), options.headers_timeout)
     await runner.setup()
     site = web.TCPSite(runner, settings.bind, settings.port, reuse_address=True)
     try:

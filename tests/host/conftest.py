@@ -131,16 +131,19 @@ def metric_value(metrics_text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-@pytest.fixture
-def start_host(tmp_path: Path) -> Iterator[Callable[..., HostProcess]]:
-    started: list[HostProcess] = []
+class HostLauncher:
+    """Starts hosts with run directories under `root`; `stop_all()` stops them."""
 
-    def start(app: Path, *, env: dict[str, str] | None = None, args: list[str] | None = None,
-              keys: dict[str, Any] | None = None, worker_config: dict[str, Any] | None = None,
-              workers_dir: Path | None = None, wait_ready: bool = True,
-              command: Path = HOST_COMMAND) -> HostProcess:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.started: list[HostProcess] = []
+
+    def __call__(self, app: Path, *, env: dict[str, str] | None = None, args: list[str] | None = None,
+                 keys: dict[str, Any] | None = None, worker_config: dict[str, Any] | None = None,
+                 workers_dir: Path | None = None, wait_ready: bool = True,
+                 command: Path = HOST_COMMAND) -> HostProcess:
         port = free_port()
-        run_dir = tmp_path / f"host-{port}"
+        run_dir = self.root / f"host-{port}"
         run_dir.mkdir()
         keys_file = run_dir / "keys.json"
         keys_file.write_text(json.dumps(keys or {"masterKey": MASTER_KEY}))
@@ -162,15 +165,30 @@ def start_host(tmp_path: Path) -> Iterator[Callable[..., HostProcess]]:
         with log_path.open("wb") as log:
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=host_env, cwd=run_dir)
         host = HostProcess(process, port, log_path, app, host_env)
-        started.append(host)
+        self.started.append(host)
         host.wait_alive()
         if wait_ready:
             host.wait_ready()
         return host
 
-    yield start
-    for host in started:
-        host.stop()
+    def stop_all(self) -> None:
+        for host in self.started:
+            host.stop()
+
+
+@pytest.fixture
+def start_host(tmp_path: Path) -> Iterator[HostLauncher]:
+    launcher = HostLauncher(tmp_path)
+    yield launcher
+    launcher.stop_all()
+
+
+@pytest.fixture(scope="module")
+def start_module_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostLauncher]:
+    """Hosts shared by a module's tests (started once, stopped after the module)."""
+    launcher = HostLauncher(tmp_path_factory.mktemp("hosts"))
+    yield launcher
+    launcher.stop_all()
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ APP_ROOT = "/home/site/wwwroot"
 HOST_CONFIG_DIR = "/etc/funcplane/host"
 WORKER_CONFIG_DIR = "/etc/funcplane/workers"
 KEYS_DIR = "/etc/funcplane/keys"
+KEYS_FILE = "keys.json"
+KEYS_VOLUME = "keys"  # the pod volume of the slot's keys Secret (the swap's warm-up reads its master key)
 DRAIN_GRACE_SECONDS = 30
 RUN_AS_USER = 10001  # the host image's user (host-image/Dockerfile)
 # preStop: POST /admin/drain (an httpGet hook can only GET); the host image ships Python.
@@ -80,7 +82,7 @@ def _env(request: InstanceRequest) -> list[dict[str, Any]]:
         {"name": "FUNCPLANE_NON_HTTP_TRIGGERS", "value": "true" if request.non_http_triggers else "false"},
         {"name": "FUNCPLANE_WORKER_CONFIG", "value": f"{WORKER_CONFIG_DIR}/workers.json"},
         {"name": "FUNCPLANE_HOST_JSON_OVERRIDE", "value": f"{HOST_CONFIG_DIR}/host.json"},
-        {"name": "FUNCPLANE_KEYS_FILE", "value": f"{KEYS_DIR}/keys.json"},
+        {"name": "FUNCPLANE_KEYS_FILE", "value": f"{KEYS_DIR}/{KEYS_FILE}"},
         {"name": "FUNCTIONS_WORKER_RUNTIME", "value": runtime.name},
     ]
     if runtime.version:
@@ -106,13 +108,13 @@ def _pod_template(request: InstanceRequest, slice_name: str, workers: list[Worke
             {"name": "host-config", "configMap": {"name": f"{request.instance}-host"}},
             {"name": "worker-config", "configMap": {"name": f"{request.instance}-workers",
                                                     "items": [{"key": f"{slice_name}.json", "path": "workers.json"}]}},
-            {"name": "keys", "secret": {"secretName": names.slot_keys_secret(request.app_name, request.slot)}},
+            {"name": KEYS_VOLUME, "secret": {"secretName": names.slot_keys_secret(request.app_name, request.slot)}},
             {"name": "tmp", "emptyDir": {}},
         ],
         mounts=[
             {"name": "host-config", "mountPath": HOST_CONFIG_DIR, "readOnly": True},
             {"name": "worker-config", "mountPath": WORKER_CONFIG_DIR, "readOnly": True},
-            {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
+            {"name": KEYS_VOLUME, "mountPath": KEYS_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     )
