@@ -11,6 +11,7 @@ from funcplane.render.app import production_view, render_app, slot_view
 from funcplane.render.deploy import plan_deployments
 from funcplane.render.volumes import VolumeMode
 from funcplane.render.workers import declared_workers
+from funcplane_host.http.options import DEFAULT_DRAIN_GRACE
 
 
 
@@ -78,10 +79,13 @@ def test_instance_deployment_follows_the_host_contract() -> None:
     assert settings == {"GREETING": "hi", "ENVIRONMENT": "prod"}
     assert host["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert host["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert "/admin/drain" in " ".join(host["lifecycle"]["preStop"]["exec"]["command"])
+    # preStop drains: the host's serving grace, then up to functionTimeout for in-flight work,
+    # all within the termination grace period.
+    assert "/admin/drain?timeout=300'" in " ".join(host["lifecycle"]["preStop"]["exec"]["command"])
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert host["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod["terminationGracePeriodSeconds"] == 300 + 30
+    assert pod["terminationGracePeriodSeconds"] >= 300 + DEFAULT_DRAIN_GRACE + 10
     assert host["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
     assert deployment["spec"]["template"]["metadata"]["annotations"]["sim.funcplane.dev/ready-after"] == "2s"
     code = next(v for v in pod["volumes"] if v["name"] == "code")

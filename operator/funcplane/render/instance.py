@@ -21,14 +21,16 @@ WORKER_CONFIG_DIR = "/etc/funcplane/workers"
 KEYS_DIR = "/etc/funcplane/keys"
 KEYS_FILE = "keys.json"
 KEYS_VOLUME = "keys"  # the pod volume of the slot's keys Secret (the swap's warm-up reads its master key)
+# Pods get functionTimeout + this to stop. The preStop drain uses it: the host keeps serving for its
+# drain grace period (host.json extensions.http.drainGracePeriod, 10 s by default) while endpoints
+# drop the pod, then waits up to functionTimeout for the requests it took; 20 s remain for exit.
 DRAIN_GRACE_SECONDS = 30
 RUN_AS_USER = 10001  # the host image's user (host-image/Dockerfile)
-# preStop: POST /admin/drain (an httpGet hook can only GET); the host image ships Python.
-DRAIN_COMMAND = [
-    "python3", "-c",
-    "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:%d/admin/drain', method='POST'), "
-    "timeout=3600)" % HTTP_PORT,
-]
+def drain_command(function_timeout_seconds: int) -> list[str]:
+    """preStop: POST /admin/drain (an httpGet hook can only GET); the host image ships Python."""
+    url = f"http://127.0.0.1:{HTTP_PORT}/admin/drain?timeout={function_timeout_seconds}"
+    return ["python3", "-c",
+            f"import urllib.request as u; u.urlopen(u.Request({url!r}, method='POST'), timeout=3600)"]
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ def _pod_template(request: InstanceRequest, slice_name: str, workers: list[Worke
         "livenessProbe": _http_probe("/livez", 10, 3),
         "readinessProbe": _http_probe("/readyz", 5, 2),
         "startupProbe": _http_probe("/livez", 2, 60),
-        "lifecycle": {"preStop": {"exec": {"command": DRAIN_COMMAND}}},
+        "lifecycle": {"preStop": {"exec": {"command": drain_command(spec.function_timeout_seconds)}}},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}},
     }
