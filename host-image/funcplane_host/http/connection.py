@@ -33,13 +33,13 @@ class HeaderDeadlineHandler(RequestHandler):
         return not self._request_in_progress and not self._messages
 
     def data_received(self, data: bytes) -> None:
-        if self._between_requests():
+        between = self._between_requests()
+        super().data_received(data)
+        if between and not self._messages:
+            # Part of a request's head arrived (headers that come whole set no timer at all).
             if self._headers_deadline is None:
                 self._headers_deadline = self._loop.call_later(self._headers_timeout, self._headers_expired)
         elif self._headers_deadline is not None:
-            self._disarm()
-        super().data_received(data)
-        if self._messages and self._headers_deadline is not None:
             self._disarm()
 
     def _disarm(self) -> None:
