@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -29,21 +30,30 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-FUNCTION_JSON = """{
-  "scriptFile": "__init__.py",
-  "bindings": [
-    {"type": "httpTrigger", "direction": "in", "name": "req", "authLevel": "anonymous", "methods": ["get"],
-     "route": "hello"},
-    {"type": "http", "direction": "out", "name": "$return"}
-  ]
-}
-"""
-FUNCTION_CODE = """import azure.functions as func
+HELLO_CODE = """import azure.functions as func
 
 
 def main(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse("Hello, world!")
 """
+
+
+def write_app(app_root: Path, route: str, method: str, code: str) -> None:
+    """A host.json app with one anonymous HTTP function at /api/<route> (folder <route>)."""
+    function = app_root / route
+    function.mkdir(parents=True)
+    (app_root / "host.json").write_text('{"version": "2.0"}')
+    (function / "__init__.py").write_text(code)
+    (function / "function.json").write_text(json.dumps({
+        "scriptFile": "__init__.py",
+        "bindings": [
+            {"type": "httpTrigger", "direction": "in", "name": "req", "authLevel": "anonymous",
+             "methods": [method], "route": route},
+            {"type": "http", "direction": "out", "name": "$return"},
+        ],
+    }))
+
+
 ASGI_APP = """async def app(scope, receive, send):
     if scope["type"] != "http":
         return
@@ -158,11 +168,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 async def run(seconds: float, levels: list[int], rounds: int) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        function = root / "app" / "hello"
-        function.mkdir(parents=True)
-        (root / "app" / "host.json").write_text('{"version": "2.0"}')
-        (function / "function.json").write_text(FUNCTION_JSON)
-        (function / "__init__.py").write_text(FUNCTION_CODE)
+        write_app(root / "app", "hello", "get", HELLO_CODE)
         (root / "plain_asgi.py").write_text(ASGI_APP)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FUNCPLANE_", "FUNCTIONS_"))}
         host_port, plain_port = free_port(), free_port()

@@ -20,19 +20,10 @@ from pathlib import Path
 
 import aiohttp
 
-from bench_http_host import BIN, free_port, start, stop, wait_http
+from bench_http_host import BIN, free_port, start, stop, wait_http, write_app
 
 MB = 1024 * 1024
-FUNCTION_JSON = """{
-  "scriptFile": "__init__.py",
-  "bindings": [
-    {"type": "httpTrigger", "direction": "in", "name": "req", "authLevel": "anonymous", "methods": ["post"],
-     "route": "upload"},
-    {"type": "http", "direction": "out", "name": "$return"}
-  ]
-}
-"""
-FUNCTION_CODE = """import azure.functions as func
+UPLOAD_CODE = """import azure.functions as func
 
 
 def main(req: func.HttpRequest) -> func.HttpResponse:
@@ -60,11 +51,7 @@ async def upload_all(url: str, body: bytes, uploads: int) -> list[tuple[int, str
 async def run(uploads: int, megabytes: int) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        function = root / "app" / "upload"
-        function.mkdir(parents=True)
-        (root / "app" / "host.json").write_text('{"version": "2.0"}')
-        (function / "function.json").write_text(FUNCTION_JSON)
-        (function / "__init__.py").write_text(FUNCTION_CODE)
+        write_app(root / "app", "upload", "post", UPLOAD_CODE)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FUNCPLANE_", "FUNCTIONS_"))}
         port = free_port()
         host = start([str(BIN / "funcplane-host"), "--app", str(root / "app"), "--bind", "127.0.0.1",
@@ -85,7 +72,8 @@ async def run(uploads: int, megabytes: int) -> None:
         uploaded_mib = uploads * megabytes
         print(f"{uploads} concurrent uploads of {megabytes} MiB in {elapsed:.1f}s")
         print(f"host RSS before: {before / 1024:.0f} MiB, peak: {peak / 1024:.0f} MiB, uploaded: {uploaded_mib} MiB")
-        print(f"ratio peak host RSS / ({uploads} x {megabytes} MiB): {peak / 1024 / uploaded_mib:.2f}")
+        print(f"ratio peak host RSS / ({uploads} x {megabytes} MiB): {peak / 1024 / uploaded_mib:.2f} "
+              f"(growth over the idle host: {(peak - before) / 1024 / uploaded_mib:.2f})")
 
 
 def main() -> None:

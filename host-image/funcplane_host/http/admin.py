@@ -11,6 +11,7 @@ from aiohttp import web
 
 from funcplane_host.host import FunctionHost
 from funcplane_host.invocation import Invocation
+from funcplane_host.limits import THROTTLED
 from funcplane_host.protocol import FunctionRpc_pb2 as rpc
 from funcplane_host.http.auth import presented_key
 from funcplane_host.http.options import FrontDoorOptions
@@ -67,21 +68,15 @@ class AdminHandlers:
         once per process; the call counts against the HTTP throttle like any request."""
         if not self._is_admin(request):
             return self._denied()
-        throttle = self.host.throttle
-        if not throttle.try_enter():
-            return error_response(429, "too many outstanding requests (extensions.http.maxOutstandingRequests)")
-        acquired = False
-        try:
-            await throttle.acquire()
-            acquired = True
+        async with self.host.throttle.admitted() as admitted:
+            if not admitted:
+                return error_response(429, THROTTLED)
             async with self._warming:
                 if self._warmed:
                     warm, reasons = self.host.readiness()
                 else:
                     warm, reasons = await self.host.warmup()
                     self._warmed = warm
-        finally:
-            throttle.release(acquired)
         return _json({"warm": warm, "reasons": reasons}, 200 if warm else 503)
 
     async def drain(self, request: web.Request) -> web.Response:

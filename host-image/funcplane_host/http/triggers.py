@@ -14,6 +14,7 @@ from funcplane_host.http.auth import presented_key
 from funcplane_host.http.body import BodyRefused, MemoryBudget, RequestBody
 from funcplane_host.http.options import FrontDoorOptions
 from funcplane_host.http.convert import build_rpc_http, response_from_output
+from funcplane_host.limits import THROTTLED
 from funcplane_host.workers.channel import WorkerChannel
 
 logger = logging.getLogger("funcplane.host.http")
@@ -75,13 +76,9 @@ class HttpTriggerHandler:
     async def _invoke(self, request: web.Request, definition: FunctionDefinition, route_params: dict[str, str],
                       request_body: RequestBody) -> web.StreamResponse:
         host = self.host
-        throttle = host.throttle
-        if not throttle.try_enter():
-            return error_response(429, "too many outstanding requests (extensions.http.maxOutstandingRequests)")
-        acquired = False
-        try:
-            await throttle.acquire()
-            acquired = True
+        async with host.throttle.admitted() as admitted:
+            if not admitted:
+                return error_response(429, THROTTLED)
             binding_name = definition.http.binding_name  # type: ignore[union-attr]
 
             def build(channel: WorkerChannel, target: Any) -> None:
@@ -109,8 +106,6 @@ class HttpTriggerHandler:
                 logger.error("function %s returned an unusable HTTP response: %s", definition.name, error)
                 return error_response(500, f"function {definition.name!r} returned an unusable HTTP response",
                                       detail=str(error) if self.show_details else None)
-        finally:
-            throttle.release(acquired)
 
     def _failed(self, definition: FunctionDefinition, failure: InvocationFailed) -> web.Response:
         """The caller learns the status and the invocation id; the function's own error text is
