@@ -61,11 +61,14 @@ class HeaderDeadlineHandler(RequestHandler):
 
 
 class FrontDoorRunner(web.AppRunner):
-    """An AppRunner whose connections are HeaderDeadlineHandlers."""
+    """An AppRunner whose connections are HeaderDeadlineHandlers; `handler_options` are aiohttp's
+    connection options (access_log, access_log_class, keepalive_timeout, ...)."""
 
-    def __init__(self, app: web.Application, headers_timeout: float) -> None:
-        super().__init__(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT)
+    def __init__(self, app: web.Application, headers_timeout: float, **handler_options: Any) -> None:
+        options = {"access_log": None, "keepalive_timeout": KEEPALIVE_TIMEOUT, **handler_options}
+        super().__init__(app, handle_signals=False, **options)
         self._headers_timeout = headers_timeout
+        self._handler_options = options
 
     @property
     def server(self) -> Any:
@@ -73,10 +76,9 @@ class FrontDoorRunner(web.AppRunner):
         if manager is None:
             return None
         loop = asyncio.get_running_loop()
-        headers_timeout = self._headers_timeout
+        headers_timeout, options = self._headers_timeout, self._handler_options
 
         def connection() -> HeaderDeadlineHandler:
-            return HeaderDeadlineHandler(manager, loop=loop, headers_timeout=headers_timeout, access_log=None,
-                                         keepalive_timeout=KEEPALIVE_TIMEOUT)
+            return HeaderDeadlineHandler(manager, loop=loop, headers_timeout=headers_timeout, **options)
 
         return connection
