@@ -43,6 +43,7 @@ class GrpcServer:
         self._server = grpc.aio.server(options=[
             ("grpc.max_send_message_length", _UNLIMITED),
             ("grpc.max_receive_message_length", _UNLIMITED),
+            ("grpc.http2.bdp_probe", 0),
         ])
         rpc_grpc.add_FunctionRpcServicer_to_server(self.servicer, self._server)
         self.port = self._server.add_insecure_port("127.0.0.1:0")

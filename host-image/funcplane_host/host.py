@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import time
 import uuid
 from pathlib import Path
@@ -56,7 +58,9 @@ class FunctionHost:
         self.grpc = GrpcServer()
         self.grpc_port = 0
         self.pools: dict[str, WorkerPool] = {}
-        self.state = "created"  # created -> starting -> running -> draining -> stopped
+        self.state = "created"  # created -> starting -> running -> draining -> drained -> stopped
+        # Set when a drain's grace period is over: from then on new HTTP requests are refused.
+        self._refusing = asyncio.Event()
         self.active: dict[str, str] = {}  # invocation id -> function name
         self.finished = RecentInvocations()
         self._idle = asyncio.Event()
@@ -228,16 +232,11 @@ class FunctionHost:
             except WorkerUnavailable as error:
                 self.metrics.invocations.labels(function=name, outcome="unavailable").inc()
                 raise InvocationFailed(503, str(error)) from None
-        input_data, trigger_metadata = invocation.build(channel)
-        input_data = [*input_data, *self.durable.input_bindings(definition)]
-        invocation_id = str(uuid.uuid4())
+        # A version-4 UUID from the process's PRNG: no system call per invocation (ids are not secrets).
+        invocation_id = str(uuid.UUID(int=random.getrandbits(128), version=4))
         current_invocation_id.set(invocation_id)
-        request = rpc.InvocationRequest(
-            invocation_id=invocation_id,
-            function_id=channel.function_ids.get(name, definition.function_id),
-            input_data=input_data,
-            trigger_metadata=trigger_metadata,
-        )
+        message = _request_message(channel, invocation, invocation_id)
+        message.invocation_request.input_data.extend(self.durable.input_bindings(definition))
         metrics = self.metrics
         in_flight = metrics.child("in_flight", name)
         self.active[invocation_id] = name
@@ -250,7 +249,8 @@ class FunctionHost:
         try:
             timeout = self.config.function_timeout
             try:
-                future = await channel.start_invocation(request)
+                future = await channel.start_invocation(message)
+                del message  # the worker has it now; a large body need not stay in memory
                 if timeout is not None:
                     timer = self._loop.call_later(timeout, _expire, future)  # type: ignore[union-attr]
                 response = await future
@@ -309,8 +309,12 @@ class FunctionHost:
     # ---- health, warm-up, drain ---------------------------------------------------------
 
     @property
+    def refusing_requests(self) -> bool:
+        return self._refusing.is_set()
+
+    @property
     def draining(self) -> bool:
-        return self.state in ("draining", "stopped")
+        return self.state in ("draining", "drained", "stopped")
 
     @property
     def registry_errors(self) -> list[str]:
@@ -337,18 +341,27 @@ class FunctionHost:
                 failures.append(f"warmup function {definition.name!r}: {error} {error.detail or ''}".strip())
         return not failures, failures
 
-    async def drain(self, timeout: float) -> dict[str, Any]:
-        """Stop taking new work and wait (up to `timeout`) for in-flight invocations."""
+    async def drain(self, timeout: float, grace: float = 0.0) -> dict[str, Any]:
+        """Report not ready at once, keep serving HTTP requests for `grace` seconds (they still
+        arrive until endpoints drop the pod), then refuse new work and wait (up to `timeout`)
+        for in-flight invocations."""
         if self.state == "running" or self.state == "starting":
             self.state = "draining"
+        if grace > 0:
+            with contextlib.suppress(TimeoutError):  # a later drain without grace ends it early
+                await asyncio.wait_for(self._refusing.wait(), grace)
+        self._refusing.set()
         in_flight_at_start = len(self.active)
         started = time.monotonic()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
             pass
+        if self.state == "draining":
+            self.state = "drained"
         return {
             "draining": True,
+            "graceSeconds": grace,
             "inFlightAtStart": in_flight_at_start,
             "stillRunning": len(self.active),
             "waitedSeconds": round(time.monotonic() - started, 3),
@@ -380,6 +393,16 @@ class FunctionHost:
             "nonHttpTriggers": self.timers.as_json(),
             "durable": self.durable.as_json(),
         }
+
+
+def _request_message(channel: WorkerChannel, invocation: Invocation, invocation_id: str) -> Any:
+    """The StreamingMessage of an InvocationRequest, its inputs filled in place for `channel`."""
+    message = rpc.StreamingMessage(request_id=channel.request_id)
+    request = message.invocation_request
+    request.invocation_id = invocation_id
+    request.function_id = channel.function_ids.get(invocation.definition.name, invocation.definition.function_id)
+    invocation.build(channel, request)
+    return message
 
 
 def _expire(future: asyncio.Future[Any]) -> None:

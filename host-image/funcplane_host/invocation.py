@@ -23,14 +23,15 @@ class InvocationFailed(Exception):
 
 @dataclass
 class Invocation:
-    """What a trigger hands to the host: bindings to send, built for the chosen worker."""
+    """What a trigger hands to the host: how to fill an InvocationRequest's input_data and
+    trigger_metadata for the chosen worker. Filled in place: a large HTTP body is copied once."""
 
     definition: FunctionDefinition
-    build: Callable[[WorkerChannel], tuple[list[Any], dict[str, Any]]]
+    build: Callable[[WorkerChannel, Any], None]
 
     @classmethod
     def of_trigger(cls, definition: FunctionDefinition, data: rpc.TypedData) -> Invocation:
         """An invocation whose only input is the trigger's value, the same for any worker
         (warm-up, timer and admin runs; HTTP builds per worker, after its capabilities)."""
-        binding = rpc.ParameterBinding(name=str(definition.trigger["name"]), data=data)
-        return cls(definition, lambda _channel: ([binding], {}))
+        name = str(definition.trigger["name"])
+        return cls(definition, lambda _channel, request: request.input_data.add(name=name, data=data))

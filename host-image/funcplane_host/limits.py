@@ -7,6 +7,8 @@ import asyncio
 
 from funcplane_host.metrics import HostMetrics
 
+THROTTLED = "too many outstanding requests (extensions.http.maxOutstandingRequests)"
+
 
 class HttpThrottle:
     def __init__(self, max_concurrent: int, max_outstanding: int, metrics: HostMetrics) -> None:
@@ -41,3 +43,29 @@ class HttpThrottle:
         if acquired and self._semaphore is not None:
             self._semaphore.release()
         self.outstanding -= 1
+
+    def admitted(self) -> Admission:
+        """`async with throttle.admitted() as admitted:` holds a concurrency slot for the block
+        (queueing for one first); `admitted` is False, holding nothing, when the request is beyond
+        maxOutstandingRequests (the caller answers 429)."""
+        return Admission(self)
+
+
+class Admission:
+    __slots__ = ("_throttle", "_entered", "_acquired")
+
+    def __init__(self, throttle: HttpThrottle) -> None:
+        self._throttle = throttle
+        self._entered = self._acquired = False
+
+    async def __aenter__(self) -> bool:
+        if not self._throttle.try_enter():
+            return False
+        self._entered = True
+        await self._throttle.acquire()
+        self._acquired = True
+        return True
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._entered:
+            self._throttle.release(self._acquired)

@@ -328,14 +328,14 @@ class Dispatcher:
     async def _run_invocation(
         self, request_id: str, function: LoadedFunction, request: pb.InvocationRequest
     ) -> None:
+        message = pb.StreamingMessage(request_id=request_id)
         try:
             try:
-                response = await invoke(function, request, self._executor)
+                await invoke(function, request, self._executor, message.invocation_response)
             except asyncio.CancelledError:  # cancelled before the invocation even started
-                response = pb.InvocationResponse(
-                    invocation_id=request.invocation_id, result=status.cancelled()
-                )
-            self.send(pb.StreamingMessage(request_id=request_id, invocation_response=response))
+                message.invocation_response.invocation_id = request.invocation_id
+                message.invocation_response.result.CopyFrom(status.cancelled())
+            self.send(message)
         finally:
             self._in_flight.pop(request.invocation_id, None)
 

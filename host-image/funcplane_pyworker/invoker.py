@@ -72,10 +72,16 @@ def _arguments(
 
 
 async def invoke(
-    function: LoadedFunction, request: pb.InvocationRequest, executor: ThreadPoolExecutor
+    function: LoadedFunction,
+    request: pb.InvocationRequest,
+    executor: ThreadPoolExecutor,
+    response: pb.InvocationResponse | None = None,
 ) -> pb.InvocationResponse:
-    """Run the function for `request`; never raises except for cancellation of the worker itself."""
-    response = pb.InvocationResponse(invocation_id=request.invocation_id)
+    """Run the function for `request`; never raises except for cancellation of the worker itself.
+    Fills `response` when given (the one inside the message to send: outputs are copied once)."""
+    if response is None:
+        response = pb.InvocationResponse()
+    response.invocation_id = request.invocation_id
     current_invocation_id.set(request.invocation_id)
     outputs: dict[str, OutValue[Any]] = {name: OutValue() for name in function.outputs}
     try:

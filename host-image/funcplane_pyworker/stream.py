@@ -137,9 +137,9 @@ class HostStream:
         self._call: grpc.aio.StreamStreamCall | None = None
 
     async def connect(self, timeout_seconds: float) -> None:
-        channel_options: list[tuple[str, int]] = []
+        channel_options: list[tuple[str, int]] = [("grpc.http2.bdp_probe", 0)]
         if self._options.max_message_length:
-            channel_options = [
+            channel_options += [
                 ("grpc.max_send_message_length", self._options.max_message_length),
                 ("grpc.max_receive_message_length", self._options.max_message_length),
             ]

@@ -169,18 +169,37 @@ def launch_host(run_root: Path, app: Path, *, env: dict[str, str] | None = None,
     return host
 
 
-@pytest.fixture
-def start_host(tmp_path: Path) -> Iterator[Callable[..., HostProcess]]:
-    started: list[HostProcess] = []
 
-    def start(app: Path, **options: Any) -> HostProcess:
-        host = launch_host(tmp_path, app, **options)
-        started.append(host)
+class HostLauncher:
+    """Starts hosts with run directories under `root` (see `launch_host`); `stop_all()` stops them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.started: list[HostProcess] = []
+
+    def __call__(self, app: Path, **options: Any) -> HostProcess:
+        host = launch_host(self.root, app, **options)
+        self.started.append(host)
         return host
 
-    yield start
-    for host in started:
-        host.stop()
+    def stop_all(self) -> None:
+        for host in self.started:
+            host.stop()
+
+
+@pytest.fixture
+def start_host(tmp_path: Path) -> Iterator[HostLauncher]:
+    launcher = HostLauncher(tmp_path)
+    yield launcher
+    launcher.stop_all()
+
+
+@pytest.fixture(scope="module")
+def start_module_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostLauncher]:
+    """Hosts shared by a module's tests (started once, stopped after the module)."""
+    launcher = HostLauncher(tmp_path_factory.mktemp("hosts"))
+    yield launcher
+    launcher.stop_all()
 
 
 @pytest.fixture

@@ -99,14 +99,14 @@ def test_drain_waits_for_in_flight_work_and_refuses_new_work(start_host) -> None
         slow = pool.submit(host.get, "/api/slow?seconds=2")
         host.wait_until(lambda: metric_value(host.metrics(), "funcplane_invocations_in_flight", function="slow") == 1,
                         "the slow request to run")
-        drained = host.request("POST", "/admin/drain?timeout=20")
+        drained = host.request("POST", "/admin/drain?timeout=20&grace=0")
         assert drained.status == 200
         assert drained.json()["inFlightAtStart"] == 1 and drained.json()["stillRunning"] == 0
         assert slow.result(timeout=5).status == 200
     refused = host.get("/api/fast")
     assert refused.status == 503 and "draining" in refused.json()["error"]
     ready = host.get("/readyz")
-    assert ready.status == 503 and "host is draining" in ready.json()["reasons"]
+    assert ready.status == 503 and "host is drained" in ready.json()["reasons"]
 
 
 def test_sigterm_drains_before_exit(start_host) -> None:

@@ -6,6 +6,7 @@ import json
 
 from funcplane.api import PRODUCTION
 from funcplane.render import names
+from funcplane_host.http.options import DEFAULT_DRAIN_GRACE
 
 SETTINGS = [
     {"name": "GREETING", "value": "hi"},
@@ -33,10 +34,13 @@ def test_instance_deployment_follows_the_host_contract(function_app, rendered, d
     assert settings == {"GREETING": "hi", "ENVIRONMENT": "prod"}
     assert host["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert host["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert "/admin/drain" in " ".join(host["lifecycle"]["preStop"]["exec"]["command"])
+    # preStop drains: the host's serving grace, then up to functionTimeout for in-flight work,
+    # all within the termination grace period.
+    assert "/admin/drain?timeout=300'" in " ".join(host["lifecycle"]["preStop"]["exec"]["command"])
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert host["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod["terminationGracePeriodSeconds"] == 300 + 30
+    assert pod["terminationGracePeriodSeconds"] >= 300 + DEFAULT_DRAIN_GRACE + 10
     assert host["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
     assert deployment["spec"]["template"]["metadata"]["annotations"]["sim.funcplane.dev/ready-after"] == "2s"
     code = next(v for v in pod["volumes"] if v["name"] == "code")

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 from typing import Any
 
 from aiohttp import web
 
 from funcplane_host.host import FunctionHost
 from funcplane_host.invocation import Invocation
+from funcplane_host.limits import THROTTLED
 from funcplane_protocol import FunctionRpc_pb2 as rpc
 from funcplane_host.http.auth import presented_key
+from funcplane_host.http.options import FrontDoorOptions
 from funcplane_host.http.triggers import error_response
 from funcplane_host.metrics import CONTENT_TYPE
 
 DEFAULT_DRAIN_TIMEOUT = 30.0
+MAX_DRAIN_SECONDS = 3600.0  # the longest functionTimeout a FunctionApp may set
 _LOOPBACK = ("127.0.0.1", "::1")
 
 
@@ -22,9 +27,26 @@ def _json(payload: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, text=json.dumps(payload, indent=1), content_type="application/json")
 
 
+def _seconds_parameter(request: web.Request, name: str, default: float) -> float:
+    """A query parameter in seconds within 0..MAX_DRAIN_SECONDS; ValueError names it otherwise."""
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or not 0 <= value <= MAX_DRAIN_SECONDS:
+        raise ValueError(f"{name}={text!r} must be between 0 and {MAX_DRAIN_SECONDS:g} seconds")
+    return value
+
+
 class AdminHandlers:
-    def __init__(self, host: FunctionHost) -> None:
+    def __init__(self, host: FunctionHost, options: FrontDoorOptions) -> None:
         self.host = host
+        self.options = options
+        self._warmed = False  # warm-up functions ran successfully in this process
+        self._warming = asyncio.Lock()
 
     def _is_admin(self, request: web.Request) -> bool:
         return self.host.keys.is_master(presented_key(request))
@@ -33,15 +55,28 @@ class AdminHandlers:
         return error_response(401, "admin endpoints require the master key (x-functions-key header or code)")
 
     async def livez(self, request: web.Request) -> web.Response:
-        return _json({"alive": True, "state": self.host.state})
+        # A drained host serves nothing more: failing liveness lets the kubelet restart it.
+        alive = self.host.state != "drained"
+        return _json({"alive": alive, "state": self.host.state}, 200 if alive else 503)
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready, reasons = self.host.readiness()
         return _json({"ready": ready, "reasons": reasons}, 200 if ready else 503)
 
     async def warmup(self, request: web.Request) -> web.Response:
-        # Allowed without a key: the operator calls it per pod during slot swaps.
-        warm, reasons = await self.host.warmup()
+        """The swap's warm-up call (the operator sends the slot's master key). Warm-up functions run
+        once per process; the call counts against the HTTP throttle like any request."""
+        if not self._is_admin(request):
+            return self._denied()
+        async with self.host.throttle.admitted() as admitted:
+            if not admitted:
+                return error_response(429, THROTTLED)
+            async with self._warming:
+                if self._warmed:
+                    warm, reasons = self.host.readiness()
+                else:
+                    warm, reasons = await self.host.warmup()
+                    self._warmed = warm
         # A host that is not ready refuses with the readiness reason (the operator quotes its start).
         return _json({"warm": warm, "reason": "; ".join(reasons), "reasons": reasons}, 200 if warm else 503)
 
@@ -50,10 +85,11 @@ class AdminHandlers:
         if request.remote not in _LOOPBACK and not self._is_admin(request):
             return self._denied()
         try:
-            timeout = float(request.query.get("timeout", DEFAULT_DRAIN_TIMEOUT))
-        except ValueError:
-            return error_response(400, "timeout must be a number of seconds")
-        return _json(await self.host.drain(timeout))
+            timeout = _seconds_parameter(request, "timeout", DEFAULT_DRAIN_TIMEOUT)
+            grace = _seconds_parameter(request, "grace", self.options.drain_grace)
+        except ValueError as error:
+            return error_response(400, str(error))
+        return _json(await self.host.drain(timeout, grace))
 
     async def host_status(self, request: web.Request) -> web.Response:
         if not self._is_admin(request):

@@ -21,12 +21,15 @@ def _joined(items: Any) -> dict[str, str]:
     return merged
 
 
-def build_rpc_http(request: web.Request, body: bytes, route_params: dict[str, str], shape: HttpShape) -> Any:
+def build_rpc_http(request: web.Request, body: bytes, route_params: dict[str, str], shape: HttpShape,
+                   http: Any) -> None:
+    """Fill `http` (an RpcHttp inside the message being sent, so the body is copied only once)."""
     headers = _joined(request.headers.items())
     if shape.ignore_empty_headers:
         headers = {k: v for k, v in headers.items() if v}
     query = _joined(request.query.items())
-    http = rpc.RpcHttp(method=request.method, url=str(request.url))
+    http.method = request.method
+    http.url = str(request.url)
     if shape.nullable_maps:
         for key, value in headers.items():
             http.nullable_headers[key].value = value
@@ -43,7 +46,7 @@ def build_rpc_http(request: web.Request, body: bytes, route_params: dict[str, st
             http.body.bytes = body
         else:
             http.body.string = body.decode("utf-8", "replace")
-        return http
+        return
     content_type = request.content_type
     if not body:
         http.body.string = ""
@@ -57,7 +60,6 @@ def build_rpc_http(request: web.Request, body: bytes, route_params: dict[str, st
         http.rawBody.bytes = body
     else:
         http.rawBody.string = body.decode("utf-8", "replace")
-    return http
 
 
 def _cookie_header(cookie: Any) -> str:
@@ -89,6 +91,8 @@ def response_from_output(typed: Any | None) -> web.Response:
         return web.Response(status=200, body=payload, headers={"Content-Type": content_type or "text/plain"})
     http = typed.http
     status = int(http.status_code) if http.status_code else 200
+    if not 100 <= status <= 599:
+        raise ValueError(f"status code {status} is not an HTTP status (100-599)")
     headers: CIMultiDict[str] = CIMultiDict()
     source = http.headers.items() if http.headers else ((k, v.value) for k, v in http.nullable_headers.items())
     for key, value in source:

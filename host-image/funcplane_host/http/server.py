@@ -7,12 +7,22 @@ from aiohttp import web
 from funcplane_host.durable.api import DurableApi
 from funcplane_host.host import FunctionHost
 from funcplane_host.http.admin import AdminHandlers
+from funcplane_host.http.options import FrontDoorOptions, HttpOptionsError
 from funcplane_host.http.triggers import HttpTriggerHandler
 
 
-def build_app(host: FunctionHost) -> web.Application:
-    app = web.Application(client_max_size=100 * 1024 * 1024)
-    admin = AdminHandlers(host)
+def front_door_options(host: FunctionHost) -> FrontDoorOptions:
+    """extensions.http limits; an invalid value makes the host not ready (and defaults apply)."""
+    try:
+        return FrontDoorOptions.from_host_json(host.config.raw)
+    except HttpOptionsError as error:
+        host.config_errors.append(str(error))
+        return FrontDoorOptions()
+
+
+def build_app(host: FunctionHost, options: FrontDoorOptions) -> web.Application:
+    app = web.Application(client_max_size=options.max_body_size)
+    admin = AdminHandlers(host, options)
     app.router.add_get("/livez", admin.livez)
     app.router.add_get("/readyz", admin.readyz)
     app.router.add_get("/metrics", admin.metrics)
@@ -24,5 +34,5 @@ def build_app(host: FunctionHost) -> web.Application:
     DurableApi(host.durable).register(app)
     prefix = host.config.http.route_prefix
     pattern = f"/{prefix}{{tail:(?:/.*)?}}" if prefix else "/{tail:.*}"
-    app.router.add_route("*", pattern, HttpTriggerHandler(host))
+    app.router.add_route("*", pattern, HttpTriggerHandler(host, options))
     return app

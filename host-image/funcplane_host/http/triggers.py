@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -10,10 +11,14 @@ from aiohttp import web
 from funcplane_host.app.functions import FunctionDefinition
 from funcplane_host.host import FunctionHost, Invocation, InvocationFailed
 from funcplane_host.http.auth import presented_key
+from funcplane_host.http.body import BodyRefused, MemoryBudget, RequestBody
+from funcplane_host.http.options import FrontDoorOptions
 from funcplane_host.http.convert import build_rpc_http, response_from_output
-from funcplane_protocol import FunctionRpc_pb2 as rpc
+from funcplane_host.limits import THROTTLED
 from funcplane_host.readiness import serving_problem
 from funcplane_host.workers.channel import WorkerChannel
+
+logger = logging.getLogger("funcplane.host.http")
 
 
 def error_response(status: int, message: str, **extra: Any) -> web.Response:
@@ -32,9 +37,13 @@ def _http_output(definition: FunctionDefinition, response: Any) -> Any | None:
 
 
 class HttpTriggerHandler:
-    def __init__(self, host: FunctionHost) -> None:
+    def __init__(self, host: FunctionHost, options: FrontDoorOptions) -> None:
         self.host = host
+        self.options = options
+        self.body_memory = MemoryBudget(options.body_memory)
         self.prefix_length = len(host.config.http.route_prefix) + 1 if host.config.http.route_prefix else 0
+        # As Azure: exception details reach callers only when the app runs in development.
+        self.show_details = host.environment.get("AZURE_FUNCTIONS_ENVIRONMENT", "").lower() == "development"
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         host = self.host
@@ -49,39 +58,65 @@ class HttpTriggerHandler:
             return error_response(405, f"method {request.method} is not allowed at {request.path}")
         definition, route_params = resolved  # type: ignore[misc]
         trigger = definition.http
-        if host.draining:
+        if host.refusing_requests:
             return error_response(503, "host is draining; not accepting new requests")
         if not host.keys.authorize(trigger.auth_level, definition.name, presented_key(request)):
             return error_response(401, f"function {definition.name!r} has authLevel {trigger.auth_level}: send a "
                                        "valid key in the x-functions-key header or the code query parameter; "
                                        + host.settings.keys_hint)
-        throttle = host.throttle
-        if not throttle.try_enter():
-            return error_response(429, "too many outstanding requests (extensions.http.maxOutstandingRequests)")
-        acquired = False
+        # The body arrives before the request counts against the throttle: a slow sender holds
+        # only its connection and its share of body memory, never a concurrency slot.
+        request_body = RequestBody(self.body_memory)
         try:
-            await throttle.acquire()
-            acquired = True
-            body = await request.read()
-            binding_name = trigger.binding_name
+            try:
+                await request_body.read(request, self.options)
+            except BodyRefused as refused:
+                response = error_response(refused.status, str(refused))
+                response.force_close()
+                return response
+            return await self._invoke(request, definition, route_params, request_body)
+        finally:
+            request_body.release()
 
-            def build(channel: WorkerChannel) -> tuple[list[Any], dict[str, Any]]:
+    async def _invoke(self, request: web.Request, definition: FunctionDefinition, route_params: dict[str, str],
+                      request_body: RequestBody) -> web.StreamResponse:
+        host = self.host
+        async with host.throttle.admitted() as admitted:
+            if not admitted:
+                return error_response(429, THROTTLED)
+            binding_name = definition.http.binding_name  # type: ignore[union-attr]
+
+            def build(channel: WorkerChannel, target: Any) -> None:
                 shape = host.http_shape(channel)
-                http = build_rpc_http(request, body, route_params, shape)
-                metadata = {key: rpc.TypedData(string=value) for key, value in route_params.items()}
+                binding = target.input_data.add()
+                binding.name = binding_name
+                try:
+                    build_rpc_http(request, request_body.take(), route_params, shape, binding.data.http)
+                except UnicodeEncodeError:
+                    raise InvocationFailed(400, "request headers must be UTF-8 text") from None
+                metadata = target.trigger_metadata
+                for key, value in route_params.items():
+                    metadata[key].string = value
                 if not shape.trigger_metadata_removed:
-                    metadata["Query"] = rpc.TypedData(json=json.dumps(dict(request.query)))
-                    metadata["Headers"] = rpc.TypedData(json=json.dumps(dict(request.headers)))
-                return [rpc.ParameterBinding(name=binding_name, data=rpc.TypedData(http=http))], metadata
+                    metadata["Query"].json = json.dumps(dict(request.query))
+                    metadata["Headers"].json = json.dumps(dict(request.headers))
 
             try:
                 response = await host.invoke(Invocation(definition, build))
             except InvocationFailed as failure:
-                return error_response(failure.status, str(failure), invocationId=failure.invocation_id,
-                                      detail=failure.detail)
+                return self._failed(definition, failure)
             try:
                 return response_from_output(_http_output(definition, response))
             except ValueError as error:
-                return error_response(500, f"function {definition.name!r} returned an unusable HTTP response: {error}")
-        finally:
-            throttle.release(acquired)
+                logger.error("function %s returned an unusable HTTP response: %s", definition.name, error)
+                return error_response(500, f"function {definition.name!r} returned an unusable HTTP response",
+                                      detail=str(error) if self.show_details else None)
+
+    def _failed(self, definition: FunctionDefinition, failure: InvocationFailed) -> web.Response:
+        """The caller learns the status and the invocation id; the function's own error text is
+        logged under that id (and shown only in development)."""
+        if failure.detail:
+            logger.error("invocation %s of %s: %s: %s", failure.invocation_id, definition.name, failure,
+                         failure.detail)
+        return error_response(failure.status, str(failure), invocationId=failure.invocation_id,
+                              detail=failure.detail if self.show_details else None)

@@ -305,7 +305,9 @@ class PodRunner:
         """preStop drain (in-flight work finishes), then SIGTERM, then SIGKILL after the grace period."""
         if pod.process.poll() is None:
             with contextlib.suppress(OSError):
-                request = urllib.request.Request(f"{pod.url}/admin/drain", method="POST")
+                # grace=0: this runner sees a deletion after the endpoints have dropped the pod, and
+                # drains pods one at a time; a serving grace would only stall it.
+                request = urllib.request.Request(f"{pod.url}/admin/drain?grace=0", method="POST")
                 urllib.request.urlopen(request, timeout=pod.grace_seconds).close()
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pod.process.pid, signal.SIGTERM)

@@ -21,14 +21,18 @@ WORKER_CONFIG_DIR = "/etc/funcplane/workers"
 KEYS_DIR = "/etc/funcplane/keys"
 STATE_DIR = "/var/lib/funcplane/state"  # durable SQLite store (and timer status) when spec.durable is set
 DURABLE_CONNECTION_SETTING = "FUNCPLANE_DURABLE_CONNECTION"
+KEYS_FILE = "keys.json"
+KEYS_VOLUME = "keys"  # the pod volume of the slot's keys Secret (the swap's warm-up reads its master key)
+# Pods get functionTimeout + this to stop. The preStop drain uses it: the host keeps serving for its
+# drain grace period (host.json extensions.http.drainGracePeriod, 10 s by default) while endpoints
+# drop the pod, then waits up to functionTimeout for the requests it took; 20 s remain for exit.
 DRAIN_GRACE_SECONDS = 30
 RUN_AS_USER = 10001  # the host image's user (host-image/Dockerfile)
-# preStop: POST /admin/drain (an httpGet hook can only GET); the host image ships Python.
-DRAIN_COMMAND = [
-    "python3", "-c",
-    "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:%d/admin/drain', method='POST'), "
-    "timeout=3600)" % HTTP_PORT,
-]
+def drain_command(function_timeout_seconds: int) -> list[str]:
+    """preStop: POST /admin/drain (an httpGet hook can only GET); the host image ships Python."""
+    url = f"http://127.0.0.1:{HTTP_PORT}/admin/drain?timeout={function_timeout_seconds}"
+    return ["python3", "-c",
+            f"import urllib.request as u; u.urlopen(u.Request({url!r}, method='POST'), timeout=3600)"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,7 @@ def _env(request: InstanceRequest) -> list[dict[str, Any]]:
         {"name": "FUNCPLANE_NON_HTTP_TRIGGERS", "value": "true" if request.non_http_triggers else "false"},
         {"name": "FUNCPLANE_WORKER_CONFIG", "value": f"{WORKER_CONFIG_DIR}/workers.json"},
         {"name": "FUNCPLANE_HOST_JSON_OVERRIDE", "value": f"{HOST_CONFIG_DIR}/host.json"},
-        {"name": "FUNCPLANE_KEYS_FILE", "value": f"{KEYS_DIR}/keys.json"},
+        {"name": "FUNCPLANE_KEYS_FILE", "value": f"{KEYS_DIR}/{KEYS_FILE}"},
         {"name": "FUNCTIONS_WORKER_RUNTIME", "value": runtime.name},
     ]
     if runtime.version:
@@ -125,13 +129,13 @@ def _pod_template(request: InstanceRequest, slice_name: str, workers: list[Worke
             {"name": "host-config", "configMap": {"name": f"{request.instance}-host"}},
             {"name": "worker-config", "configMap": {"name": f"{request.instance}-workers",
                                                     "items": [{"key": f"{slice_name}.json", "path": "workers.json"}]}},
-            {"name": "keys", "secret": {"secretName": names.slot_keys_secret(request.app_name, request.slot)}},
+            {"name": KEYS_VOLUME, "secret": {"secretName": names.slot_keys_secret(request.app_name, request.slot)}},
             {"name": "tmp", "emptyDir": {}},
         ],
         mounts=[
             {"name": "host-config", "mountPath": HOST_CONFIG_DIR, "readOnly": True},
             {"name": "worker-config", "mountPath": WORKER_CONFIG_DIR, "readOnly": True},
-            {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
+            {"name": KEYS_VOLUME, "mountPath": KEYS_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     )
@@ -158,7 +162,7 @@ def _pod_template(request: InstanceRequest, slice_name: str, workers: list[Worke
         "livenessProbe": _http_probe("/livez", 10, 3),
         "readinessProbe": _http_probe("/readyz", 5, 2),
         "startupProbe": _http_probe("/livez", 2, 60),
-        "lifecycle": {"preStop": {"exec": {"command": DRAIN_COMMAND}}},
+        "lifecycle": {"preStop": {"exec": {"command": drain_command(spec.function_timeout_seconds)}}},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}},
     }

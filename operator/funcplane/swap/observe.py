@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from typing import Any
 
 import aiohttp
@@ -15,12 +17,14 @@ from funcplane.render.readiness import deployment_rollout
 from funcplane.render import names
 from funcplane.render.app import HTTP_PORT, app_views, render_app
 from funcplane.render.deploy import admit_slots
+from funcplane.render.instance import KEYS_FILE, KEYS_VOLUME
 from funcplane.render.volumes import VolumeMode
 from funcplane.render.workers import declared_workers
 
 from .journal import PodWarmup
 
 WARMUP_REQUEST_TIMEOUT = 10.0
+KEY_HEADER = "x-functions-key"  # where the host reads a key
 MESSAGE_LIMIT = 200
 
 
@@ -66,11 +70,36 @@ def pod_readiness(pod: dict[str, Any]) -> PodWarmup:
                      message="" if is_ready else reason[:MESSAGE_LIMIT])
 
 
-async def warm_up(session: aiohttp.ClientSession, pod: PodWarmup, warmup: Warmup, timeout: float) -> PodWarmup:
-    """One warm-up request to the pod itself (not through a Service), as the swap requires."""
-    url = f"http://{pod.ip}:{HTTP_PORT}{warmup.path}"
+def keys_secret_of(pod: dict[str, Any]) -> str | None:
+    """The keys Secret a pod mounts (its slot's, or the target's while it warms up as the target)."""
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        if volume.get("name") == KEYS_VOLUME and volume.get("secret"):
+            return volume["secret"].get("secretName")
+    return None
+
+
+async def master_key(kube: Kube, namespace: str, secret_name: str) -> str | None:
+    """The master key in a slot's keys Secret (keys.json), None if absent or unreadable."""
+    secret = await kube.get("Secret", namespace, secret_name)
+    encoded = ((secret or {}).get("data") or {}).get(KEYS_FILE)
+    if not encoded:
+        return None
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+        keys = json.loads(base64.b64decode(encoded))
+    except ValueError:
+        return None
+    key = keys.get("masterKey") if isinstance(keys, dict) else None
+    return key if isinstance(key, str) and key else None
+
+
+async def warm_up(session: aiohttp.ClientSession, pod: PodWarmup, warmup: Warmup, timeout: float,
+                  key: str | None) -> PodWarmup:
+    """One warm-up request to the pod itself (not through a Service), as the swap requires, with the
+    master key of the keys the pod runs with (the host's warm-up endpoint is an admin endpoint)."""
+    url = f"http://{pod.ip}:{HTTP_PORT}{warmup.path}"
+    headers = {KEY_HEADER: key} if key else {}
+    try:
+        async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             body = (await response.text())[:MESSAGE_LIMIT]
             warm = response.status in warmup.accepted_statuses
             return pod.model_copy(update={"warm": warm, "status": response.status, "message": "" if warm else body})
@@ -83,9 +112,12 @@ async def source_pods(kube: Kube, namespace: str, app: str, instance: str, *, wa
                       previous: list[PodWarmup], remaining: float) -> list[PodWarmup]:
     """Readiness of every pod of the instance; with `warmup`, each Ready pod not yet warm is warmed
     (a pod found warm stays warm while its IP is the same)."""
-    pods = [pod_readiness(p) for p in await instance_pods(kube, namespace, app, instance)]
+    bodies = await instance_pods(kube, namespace, app, instance)
+    pods = [pod_readiness(p) for p in bodies]
     if warmup is None:
         return sorted(pods, key=lambda p: p.pod)
+    secrets = {pod.pod: keys_secret_of(body) for pod, body in zip(pods, bodies)}
+    keys = {name: await master_key(kube, namespace, name) for name in set(secrets.values()) if name}
     known = {(p.pod, p.ip): p for p in previous}
     timeout = max(1.0, min(WARMUP_REQUEST_TIMEOUT, remaining))
     async with aiohttp.ClientSession() as session:
@@ -95,7 +127,8 @@ async def source_pods(kube: Kube, namespace: str, app: str, instance: str, *, wa
                 return pod
             if before is not None and before.warm:
                 return before.model_copy(update={"ready": True})
-            return await warm_up(session, pod, warmup, timeout)
+            secret = secrets.get(pod.pod)
+            return await warm_up(session, pod, warmup, timeout, keys.get(secret) if secret else None)
         return sorted(await asyncio.gather(*(check(p) for p in pods)), key=lambda p: p.pod)
 
 

@@ -1,0 +1,7 @@
+"""Answers at once."""
+
+import azure.functions as func
+
+
+def main(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse("hello")
