@@ -52,4 +52,4 @@ def test_image_requirements_are_project_dependencies() -> None:
     lines = [line.strip() for line in (REPO / "host-image" / "requirements.txt").read_text().splitlines()]
     requirements = [line for line in lines if line and not line.startswith("#")]
     assert requirements and set(requirements) <= set(project), set(requirements) - set(project)
-    assert all(re.match(r"^[A-Za-z0-9_.-]+[<>=]", line) for line in requirements)
+    assert all(re.match(r"^[A-Za-z0-9_.-]+(\[[a-z,]+\])?[<>=]", line) for line in requirements)
