@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The stamp is keyed by pyproject.toml's content, so a dependency change reinstalls.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: venv binaries test demo cluster-up cluster-down bench crds clean
+.PHONY: venv binaries azurite test demo cluster-up cluster-down bench crds clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ venv: $(STAMP)
 binaries: venv
 	$(BIN)/funcplane dev binaries kubernetes etcd kwok helm
 
-test: binaries
+# Azurite (the Azure Storage emulator) from npm into ~/.cache/funcplane/: the queue trigger's broker.
+azurite: venv
+	$(BIN)/funcplane dev azurite
+
+test: binaries azurite
 	$(BIN)/pytest
 
 demo: binaries

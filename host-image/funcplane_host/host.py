@@ -11,6 +11,7 @@ from typing import Any
 from collections.abc import Coroutine, Mapping
 
 from funcplane_host.app.catalog import FunctionCatalog
+from funcplane_host.concurrency.runtime import HostConcurrency
 from funcplane_host.app.functions import FunctionDefinition, FunctionDefinitionError
 from funcplane_host.app.host_json import HostConfig, HostJsonError, load_host_config
 from funcplane_host.app.indexing import FunctionError, function_folders, index_function_folders
@@ -24,6 +25,7 @@ from funcplane_host.protocol import FunctionRpc_pb2 as rpc
 from funcplane_host.protocol import capabilities as caps
 from funcplane_host.protocol.metadata import definition_from_metadata
 from funcplane_host.protocol.typed_data import HttpShape
+from funcplane_host.queues.listener import QueueTriggers
 from funcplane_host.settings import HostSettings
 from funcplane_host.timers.scheduler import TimerTriggers
 from funcplane_host.workers.channel import WorkerChannel, WorkerUnavailable
@@ -62,6 +64,9 @@ class FunctionHost:
         self._shapes: dict[str, HttpShape] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.timers = TimerTriggers(self)
+        self.concurrency = HostConcurrency(self)
+        self.metrics.registry.register(self.concurrency)
+        self.queues = QueueTriggers(self)
 
     # ---- configuration ----------------------------------------------------------------
 
@@ -150,6 +155,8 @@ class FunctionHost:
             pool.start()
         self.state = "running"
         self.timers.start()
+        self.concurrency.start()
+        self.queues.start()
         logger.info("host %s started: app %s, workers %s, gRPC on 127.0.0.1:%d",
                     self.settings.host_id, self.app_root, sorted(self.pools), self.grpc_port)
 
@@ -207,11 +214,13 @@ class FunctionHost:
         if pool is None:
             state = self.catalog.states.get(name)
             raise InvocationFailed(503, f"function {name!r} cannot run: {state.error if state else 'no worker'}")
+        await self.concurrency.enter(definition)  # an HTTP function waits for a slot; counted as started
         channel = pool.pick()
         if channel is None:
             try:
                 channel = await pool.acquire(min(WORKER_WAIT_LIMIT, pool.description.init_timeout))
             except WorkerUnavailable as error:
+                self.concurrency.abandon(definition)
                 self.metrics.invocations.labels(function=name, outcome="unavailable").inc()
                 raise InvocationFailed(503, str(error)) from None
         input_data, trigger_metadata = invocation.build(channel)
@@ -252,6 +261,7 @@ class FunctionHost:
                 ) from None
             status = response.result.status
             if status == rpc.StatusResult.Success:
+                await self.queues.send_outputs(definition, response)  # queue output bindings, any trigger
                 outcome = "success"
                 return response
             outcome = "cancelled" if status == rpc.StatusResult.Cancelled else "failure"
@@ -269,6 +279,7 @@ class FunctionHost:
             in_flight.dec()
             metrics.child("invocations", name, outcome).inc()
             metrics.child("duration", name).observe(time.perf_counter() - started)
+            self.concurrency.completed(definition, time.perf_counter() - started)
             del self.active[invocation_id]
             if not self.active:
                 self._idle.set()
@@ -355,6 +366,8 @@ class FunctionHost:
     async def stop(self, grace: float = 5.0) -> None:
         self.state = "stopped"
         await self.timers.stop()
+        await self.queues.stop()
+        await self.concurrency.stop()
         await asyncio.gather(*(pool.stop(grace) for pool in self.pools.values()))
         await self.grpc.stop(0)
 
@@ -375,6 +388,7 @@ class FunctionHost:
                        *(e.as_json() for e in self.catalog.errors)],
             "inFlight": len(self.active),
             "nonHttpTriggers": self.timers.as_json(),
+            "queueTriggers": self.queues.as_json(),
         }
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from funcplane_host.app.scaling_options import ScalingOptions, parse_scaling_options
 from funcplane_host.app.timespan import parse_timespan
 
 DEFAULT_FUNCTION_TIMEOUT_SECONDS = 300.0
@@ -45,6 +46,8 @@ class HostConfig:
     functions: tuple[str, ...] | None = None
     # funcplane's own section "funcplane.workerHealth": time spans in seconds by option name.
     worker_health: dict[str, float] = field(default_factory=dict)
+    # extensions.queues, concurrency, funcplane.queues/functions (app/scaling_options.py).
+    scaling: ScalingOptions = field(default_factory=ScalingOptions)
 
 
 WORKER_HEALTH_OPTIONS = ("statusInterval", "statusTimeout", "restartBackoffInitial", "restartBackoffMax")
@@ -120,6 +123,10 @@ def parse_host_config(raw: dict[str, Any]) -> HostConfig:
         isinstance(functions, list) and all(isinstance(name, str) for name in functions)
     ):
         raise HostJsonError("host.json functions: must be a list of function names")
+    try:
+        scaling = parse_scaling_options(raw)
+    except ValueError as error:
+        raise HostJsonError(str(error)) from None
     return HostConfig(
         raw=raw,
         function_timeout=function_timeout,
@@ -127,6 +134,7 @@ def parse_host_config(raw: dict[str, Any]) -> HostConfig:
         log_levels=dict(levels),
         functions=tuple(functions) if functions is not None else None,
         worker_health=_worker_health(raw),
+        scaling=scaling,
     )
 
 

@@ -6,8 +6,9 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
-from ..devcluster import binaries
+from ..devcluster import azurite, binaries
 from ..devcluster.cluster import DEFAULT_NAME, DEFAULT_NODES, ClusterError, LocalCluster
 
 
@@ -26,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bins.add_argument("components", nargs="*", metavar="COMPONENT",
                       help=f"one of {', '.join(sorted(binaries.COMPONENTS))} (default: kubernetes etcd kwok)")
     bins.set_defaults(handler=_binaries)
+
+    storage = dev_sub.add_parser("azurite", help="install (once) the Azure Storage emulator; --run serves it")
+    storage.add_argument("--run", metavar="DATA_DIR", help="also run it on loopback with its data in DATA_DIR")
+    storage.set_defaults(handler=_azurite)
 
 
 def _cluster(args: argparse.Namespace) -> int:
@@ -61,4 +66,16 @@ def _binaries(args: argparse.Namespace) -> int:
     return 0
 
 
-ERRORS = (ClusterError, binaries.BinaryError)
+def _azurite(args: argparse.Namespace) -> int:
+    print(f"azurite {azurite.AZURITE_VERSION}: {azurite.ensure_installed()}")
+    if args.run:
+        server = azurite.AzuriteServer(Path(args.run)).start()
+        print(f"AzureWebJobsStorage={server.connection_string}")
+        try:
+            server.process.wait()  # type: ignore[union-attr]
+        except KeyboardInterrupt:
+            server.stop()
+    return 0
+
+
+ERRORS = (ClusterError, binaries.BinaryError, azurite.AzuriteError)
