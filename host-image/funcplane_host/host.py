@@ -11,10 +11,10 @@ from typing import Any
 from collections.abc import Coroutine, Mapping
 
 from funcplane_host.app.catalog import FunctionCatalog
-from funcplane_host.concurrency.runtime import HostConcurrency
 from funcplane_host.app.functions import FunctionDefinition, FunctionDefinitionError
 from funcplane_host.app.host_json import HostConfig, HostJsonError, load_host_config
 from funcplane_host.app.indexing import FunctionError, function_folders, index_function_folders
+from funcplane_host.concurrency.runtime import HostConcurrency
 from funcplane_host.grpc_server import GrpcServer
 from funcplane_host.invocation import Invocation, InvocationFailed
 from funcplane_host.http.auth import KeysError, KeyStore

@@ -40,7 +40,7 @@ def test_dynamic_concurrency_converges_on_a_degrading_downstream_and_restarts_fr
         start_host, azurite) -> None:
     host_id = f"dc-{uuid.uuid4().hex[:8]}"
     env = {"AzureWebJobsStorage": azurite.connection_string, "FUNCPLANE_HOST_ID": host_id,
-           "IO_QUEUE": "dc-io", "CPU_QUEUE": "dc-cpu", "DONE_QUEUE": "dc-done"}
+           "IO_QUEUE": "dc-io", "CPU_QUEUE": "dc-cpu"}
     host = start_host(CONCURRENCY_V2, env=env)
     assert host.admin("/admin/concurrency")["functions"]["io"]["concurrency"] == 1  # Azure starts at 1
     stop = threading.Event()

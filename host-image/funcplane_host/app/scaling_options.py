@@ -105,6 +105,12 @@ def _section(raw: dict[str, Any], *path: str) -> dict[str, Any]:
     return node
 
 
+def _canonical_keys(section: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """Azure reads host.json keys case-insensitively; so do we (unknown keys are still refused)."""
+    names = {(info.alias or name).lower(): info.alias or name for name, info in model.model_fields.items()}
+    return {names.get(key.lower(), key) if isinstance(key, str) else key: value for key, value in section.items()}
+
+
 def _describe(error: ValidationError, prefix: str) -> str:
     problems = []
     for item in error.errors():
@@ -119,11 +125,11 @@ def parse_scaling_options(raw: dict[str, Any]) -> ScalingOptions:
     concurrency_raw = _section(raw, "concurrency")
     own = _section(raw, "funcplane")
     try:
-        queues = QueuesOptions.model_validate(queues_raw)
+        queues = QueuesOptions.model_validate(_canonical_keys(queues_raw, QueuesOptions))
     except ValidationError as error:
         raise ValueError(_describe(error, "extensions.queues")) from None
     try:
-        concurrency = ConcurrencyOptions.model_validate(concurrency_raw)
+        concurrency = ConcurrencyOptions.model_validate(_canonical_keys(concurrency_raw, ConcurrencyOptions))
     except ValidationError as error:
         raise ValueError(_describe(error, "concurrency")) from None
     lease_raw = _section(own, "queues").get("messageLease", 60.0)
@@ -136,7 +142,9 @@ def parse_scaling_options(raw: dict[str, Any]) -> ScalingOptions:
     functions: dict[str, QueueOverrides] = {}
     for name, overrides in _section(own, "functions").items():
         try:
-            functions[name] = QueueOverrides.model_validate(overrides)
+            if not isinstance(overrides, dict):
+                raise ValueError(f"host.json funcplane.functions.{name}: must be an object")
+            functions[name] = QueueOverrides.model_validate(_canonical_keys(overrides, QueueOverrides))
         except ValidationError as error:
             raise ValueError(_describe(error, f"funcplane.functions.{name}")) from None
     return ScalingOptions(queues=queues, concurrency=concurrency, message_lease=lease, functions=functions)

@@ -158,9 +158,15 @@ class FunctionConcurrency:
         count = sum(1 for at, _ in self._recent if now - at <= span)
         return count / span
 
-    def recent_latency(self) -> float:
+    def recent_latency(self, quantile: float | None = None) -> float:
+        """Mean (or the given quantile of) the latencies of the last 10 s."""
         recent = self._recent
-        return sum(latency for _, latency in recent) / len(recent) if recent else 0.0
+        if not recent:
+            return 0.0
+        if quantile is None:
+            return sum(latency for _, latency in recent) / len(recent)
+        ordered = sorted(latency for _, latency in recent)
+        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
 
     @property
     def minimum_latency(self) -> float | None:

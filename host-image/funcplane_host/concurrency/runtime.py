@@ -44,6 +44,16 @@ if TYPE_CHECKING:
     from funcplane_host.host import FunctionHost
 
 logger = logging.getLogger("Host.Concurrency")
+# /admin/concurrency field -> the Prometheus gauge that carries it, labelled by function.
+FUNCTION_GAUGES = {
+    "concurrency": ("funcplane_function_concurrency_limit", "Current concurrency limit (-1: unbounded)"),
+    "inFlight": ("funcplane_function_in_flight", "Invocations executing"),
+    "queued": ("funcplane_function_queued", "Invocations waiting for a concurrency slot"),
+    "completionsPerSecond": ("funcplane_function_completions_per_second", "Completions per second over 10 s"),
+    "avgLatencyMs": ("funcplane_function_latency_milliseconds", "Mean latency over 10 s"),
+    "saturated": ("funcplane_function_saturated", "1 when the saturation signal is on"),
+    "backlog": ("funcplane_queue_length", "Approximate messages in the function's queue"),
+}
 ADMISSION_RECHECK = 0.25  # a waiting caller re-reads a limit that may have grown meanwhile
 UNBOUNDED = -1
 
@@ -263,6 +273,7 @@ class HostConcurrency:
                 "completed": status.completed,
                 "completionsPerSecond": round(status.completions_per_second(), 3),
                 "avgLatencyMs": round(status.recent_latency() * 1000, 3),
+                "p99LatencyMs": round(status.recent_latency(0.99) * 1000, 3),
                 "saturated": status.saturated,
                 "queueEstimate": round(status.queue_estimate, 3),
                 "adjustments": status.adjustments,
@@ -293,22 +304,8 @@ class HostConcurrency:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """Prometheus collector: the same per-function figures as /admin/concurrency."""
-        families = {
-            "concurrency": GaugeMetricFamily(
-                "funcplane_function_concurrency_limit", "Current concurrency limit (-1: unbounded)", labels=["function"]),
-            "inFlight": GaugeMetricFamily(
-                "funcplane_function_in_flight", "Invocations executing", labels=["function"]),
-            "queued": GaugeMetricFamily(
-                "funcplane_function_queued", "Invocations waiting for a concurrency slot", labels=["function"]),
-            "completionsPerSecond": GaugeMetricFamily(
-                "funcplane_function_completions_per_second", "Completions per second over 10 s", labels=["function"]),
-            "avgLatencyMs": GaugeMetricFamily(
-                "funcplane_function_latency_milliseconds", "Mean latency over 10 s", labels=["function"]),
-            "saturated": GaugeMetricFamily(
-                "funcplane_function_saturated", "1 when the saturation signal is on", labels=["function"]),
-            "backlog": GaugeMetricFamily(
-                "funcplane_queue_length", "Approximate messages in the function's queue", labels=["function"]),
-        }
+        families = {key: GaugeMetricFamily(name, description, labels=["function"])
+                    for key, (name, description) in FUNCTION_GAUGES.items()}
         for name, entry in self.functions_json().items():
             for key, family in families.items():
                 value = entry.get(key)

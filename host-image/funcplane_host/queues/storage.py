@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
-from azure.storage.queue.aio import QueueClient, QueueServiceClient
+from azure.storage.queue.aio import QueueClient
 
 from funcplane_host.protocol import FunctionRpc_pb2 as rpc
 
@@ -76,8 +76,8 @@ class QueueClients:
         key = (connection, queue)
         client = self._clients.get(key)
         if client is None:
-            service = QueueServiceClient.from_connection_string(connection)
-            client = self._clients[key] = service.get_queue_client(queue)
+            # Its own client (not one from a service client) so that close() ends its session.
+            client = self._clients[key] = QueueClient.from_connection_string(connection, queue)
         return client
 
     async def ensure_exists(self, connection: str, queue: str) -> QueueClient:

@@ -9,8 +9,9 @@ import azure.functions as func
 
 app = func.FunctionApp()
 KNEE = 8
-BASE_LATENCY = 0.05
-CPU_ROUNDS = int(os.environ.get("CPU_ROUNDS", "20000"))
+BASE_LATENCY = float(os.environ.get("DOWNSTREAM_LATENCY", "0.05"))
+CPU_ROUNDS = int(os.environ.get("CPU_ROUNDS", "50000"))  # about 20 ms of GIL-bound hashing
+RUNS_FILE = os.environ.get("RUNS_FILE")
 _downstream_calls = 0
 
 
@@ -43,15 +44,20 @@ def cpu(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(burn())
 
 
+def record(msg: func.QueueMessage) -> None:
+    """One line per run (RUNS_FILE, when set): how a benchmark counts losses and duplicates."""
+    if RUNS_FILE:
+        with open(RUNS_FILE, "a") as runs:
+            runs.write(f"{msg.get_body().decode()} {msg.id} {msg.dequeue_count}\n")
+
+
 @app.queue_trigger(arg_name="msg", queue_name="%IO_QUEUE%", connection="AzureWebJobsStorage")
-@app.queue_output(arg_name="done", queue_name="%DONE_QUEUE%", connection="AzureWebJobsStorage")
-async def io_queue(msg: func.QueueMessage, done: func.Out[str]) -> None:
+async def io_queue(msg: func.QueueMessage) -> None:
     await call_downstream()
-    done.set(msg.get_body().decode())
+    record(msg)
 
 
 @app.queue_trigger(arg_name="msg", queue_name="%CPU_QUEUE%", connection="AzureWebJobsStorage")
-@app.queue_output(arg_name="done", queue_name="%DONE_QUEUE%", connection="AzureWebJobsStorage")
-def cpu_queue(msg: func.QueueMessage, done: func.Out[str]) -> None:
+def cpu_queue(msg: func.QueueMessage) -> None:
     burn()
-    done.set(msg.get_body().decode())
+    record(msg)
