@@ -12,7 +12,7 @@ Beyond Azure:
 - a per-function *saturation* signal from Little's law: with `W_min` the lowest window-mean
   latency seen recently and `L` the window's average in-flight count (latency-seconds per
   second), the work not making progress is `q = L x (1 - W_min / W)`; the function is saturated
-  when its limit was fully used and `q > max(2, sqrt(limit) / 2)`. Saturation blocks increases
+  when `q > max(2, sqrt(limit) / 2)`. Saturation blocks increases
   and, after 3 consecutive saturated windows, drives decreases for that function alone, so a
   function stuck on a slow downstream stops growing even when CPU is idle. It does not pause
   fetching (that is the host throttles' job).
@@ -246,9 +246,10 @@ class FunctionConcurrency:
         floor = min(m for _, m in means)
         in_flight = window.latency_sum / span  # Little's law: average concurrency in the window
         self.queue_estimate = in_flight * (1.0 - floor / mean) if mean > 0 else 0.0
+        # Judged on the concurrency actually reached (L), not on whether the limit was full: a
+        # function whose callers or fetches keep it below its limit can still be past its knee.
         allowance = max(SATURATION_QUEUE_FLOOR, math.sqrt(self.current) / 2.0)
-        fully_used = self.max_outstanding_since_adjustment >= self.current
-        saturated = fully_used and self.queue_estimate > allowance
+        saturated = self.queue_estimate > allowance
         self.saturated_consecutive = self.saturated_consecutive + 1 if saturated else 0
         self.saturated = saturated
 

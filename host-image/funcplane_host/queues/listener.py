@@ -198,12 +198,19 @@ class QueueTriggers:
             retry_after = options.queues.visibility_timeout
         receipt = _Receipt(message)
         renewal = asyncio.get_running_loop().create_task(self._renew(client, receipt, lease))
+        holds_slot = True
         try:
             if (message.dequeue_count or 0) > max_dequeue:
                 await self._poison(listener, client, receipt, "its dequeue count is past maxDequeueCount")
                 return
             try:
-                await self._invoke(listener, message)
+                try:
+                    await self._invoke(listener, message)
+                finally:
+                    # The function is done: its slot goes to the next message while this one is settled.
+                    holds_slot = False
+                    listener.in_flight -= 1
+                    listener.freed.set()
             except InvocationFailed as failure:
                 listener.failures += 1
                 await receipt.stop_renewal(renewal)
@@ -220,8 +227,9 @@ class QueueTriggers:
             logger.warning("queue trigger %s: message %s: %s", listener.name, message.id, error)
         finally:
             renewal.cancel()
-            listener.in_flight -= 1
-            listener.freed.set()
+            if holds_slot:
+                listener.in_flight -= 1
+                listener.freed.set()
 
     async def _invoke(self, listener: QueueListener, message: Any) -> None:
         encoding = self.host.config.scaling.queues.message_encoding
