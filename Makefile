@@ -39,7 +39,7 @@ cluster-down: venv
 crds: venv
 	$(BIN)/funcplane crds generate
 
-bench: binaries
+bench: binaries azurite
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from azure.core.exceptions import AzureError
 from azure.storage.queue.aio import QueueClient
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,11 +132,15 @@ class Load:
     async def _feed(self) -> None:
         assert self.queue is not None
         while True:
-            properties = await self.queue.get_queue_properties()
-            if properties.approximate_message_count < FEED_FLOOR:
-                await asyncio.gather(*(self.queue.send_message("eA==") for _ in range(FEED_CHUNK)))
-            else:
-                await asyncio.sleep(0.2)
+            try:
+                properties = await self.queue.get_queue_properties()
+                if properties.approximate_message_count < FEED_FLOOR:
+                    await asyncio.gather(*(self.queue.send_message("eA==") for _ in range(FEED_CHUNK)))
+                    continue
+            except AzureError as error:  # a slow emulator must not starve the run: keep feeding
+                self.errors += 1
+                print(f"    feeder: {error}", flush=True)
+            await asyncio.sleep(0.2)
 
     def start(self, session: aiohttp.ClientSession) -> None:
         if self.transport == "http":
