@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The stamp is keyed by pyproject.toml's content, so a dependency change reinstalls.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: venv binaries postgresql image-tools images test demo cluster-up cluster-down bench crds clean
+.PHONY: venv binaries postgresql image-tools images azurite test demo cluster-up cluster-down bench crds clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,11 @@ image-tools:
 images: venv image-tools
 	$(BIN)/funcplane dev images
 
-test: binaries postgresql image-tools
+# Azurite (the Azure Storage emulator) from npm into ~/.cache/funcplane/: the queue trigger's broker.
+azurite: venv
+	$(BIN)/funcplane dev azurite
+
+test: binaries postgresql image-tools azurite
 	$(BIN)/pytest
 
 demo: binaries
@@ -53,7 +57,7 @@ cluster-down: venv
 crds: venv
 	$(BIN)/funcplane crds generate
 
-bench: binaries
+bench: binaries azurite
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:

@@ -17,6 +17,7 @@ from funcplane_host.app.functions import FunctionDefinition, FunctionDefinitionE
 from funcplane_host.app.host_json import HostConfig, HostJsonError, load_host_config
 from funcplane_host.app.indexing import FunctionError, function_folders, index_function_folders
 from funcplane_host.durable.extension import DurableExtension
+from funcplane_host.concurrency.runtime import HostConcurrency
 from funcplane_host.grpc_server import GrpcServer
 from funcplane_host.invocation import Invocation, InvocationFailed
 from funcplane_host.http.auth import KeysError, KeyStore
@@ -28,6 +29,7 @@ from funcplane_protocol import FunctionRpc_pb2 as rpc
 from funcplane_host.protocol.metadata import definition_from_metadata
 from funcplane_protocol.typed_data import HttpShape
 from funcplane_host.readiness import Readiness, readiness_of
+from funcplane_host.queues.listener import QueueTriggers
 from funcplane_host.settings import HostSettings
 from funcplane_host.timers.scheduler import TimerTriggers
 from funcplane_host.workers.channel import WorkerChannel, WorkerUnavailable
@@ -70,6 +72,9 @@ class FunctionHost:
         self._background: set[asyncio.Task[Any]] = set()
         self.timers = TimerTriggers(self)
         self.durable = DurableExtension(self)
+        self.concurrency = HostConcurrency(self)
+        self.metrics.registry.register(self.concurrency)
+        self.queues = QueueTriggers(self)
 
     # ---- configuration ----------------------------------------------------------------
 
@@ -164,6 +169,8 @@ class FunctionHost:
         self.state = "running"
         self.timers.start()
         self.durable.start()
+        self.concurrency.start()
+        self.queues.start()
         logger.info("host %s started: app %s, workers %s, gRPC on 127.0.0.1:%d",
                     self.settings.host_id, self.app_root, sorted(self.pools), self.grpc_port)
 
@@ -225,11 +232,13 @@ class FunctionHost:
         if pool is None:
             state = self.catalog.states.get(name)
             raise InvocationFailed(503, f"function {name!r} cannot run: {state.error if state else 'no worker'}")
+        await self.concurrency.enter(definition)  # an HTTP function waits for a slot; counted as started
         channel = pool.pick()
         if channel is None:
             try:
                 channel = await pool.acquire(min(WORKER_WAIT_LIMIT, pool.description.init_timeout))
             except WorkerUnavailable as error:
+                self.concurrency.abandon(definition)
                 self.metrics.invocations.labels(function=name, outcome="unavailable").inc()
                 raise InvocationFailed(503, str(error)) from None
         # A version-4 UUID from the process's PRNG: no system call per invocation (ids are not secrets).
@@ -269,6 +278,7 @@ class FunctionHost:
                 raise InvocationFailed(504, message, invocation_id) from None
             status = response.result.status
             if status == rpc.StatusResult.Success:
+                await self.queues.send_outputs(definition, response)  # queue output bindings, any trigger
                 outcome = "success"
                 return response
             outcome = "cancelled" if status == rpc.StatusResult.Cancelled else "failure"
@@ -286,6 +296,7 @@ class FunctionHost:
             in_flight.dec()
             metrics.child("invocations", name, outcome).inc()
             metrics.child("duration", name).observe(time.perf_counter() - started)
+            self.concurrency.completed(definition, time.perf_counter() - started)
             del self.active[invocation_id]
             self.finished.add(invocation_id, name)
             if not self.active:
@@ -371,6 +382,8 @@ class FunctionHost:
         self.state = "stopped"
         await self.timers.stop()
         await self.durable.stop()
+        await self.queues.stop()
+        await self.concurrency.stop()
         await asyncio.gather(*(pool.stop(grace) for pool in self.pools.values()))
         await self.grpc.stop(0)
 
@@ -392,6 +405,7 @@ class FunctionHost:
             "inFlight": len(self.active),
             "nonHttpTriggers": self.timers.as_json(),
             "durable": self.durable.as_json(),
+            "queueTriggers": self.queues.as_json(),
         }
 
 

@@ -69,6 +69,7 @@ def configure_logging(levels: CategoryLevels) -> None:
     # Chatty libraries stay at WARNING unless asked.
     logging.getLogger("aiohttp.access").setLevel(max(logging.WARNING, levels.level_for("Host.Access")))
     logging.getLogger("funcplane.worker").setLevel(levels.level_for("Host.Worker"))
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the storage SDK logs every request at INFO
 
 
 def emit_rpc_log(levels: CategoryLevels, log: Any, function_name: str | None, worker_id: str) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
 from funcplane_host.app.timespan import timespan_seconds
+from funcplane_host.app.scaling_options import ScalingOptions, parse_scaling_options
 
 DEFAULT_FUNCTION_TIMEOUT_SECONDS = 300.0
 DEFAULT_ROUTE_PREFIX = "api"
@@ -131,6 +132,8 @@ class HostConfig:
     functions: tuple[str, ...] | None = None
     # funcplane's own section "funcplane.workerHealth": time spans in seconds by option name.
     worker_health: dict[str, float] = field(default_factory=dict)
+    # extensions.queues, concurrency, funcplane.queues/functions (app/scaling_options.py).
+    scaling: ScalingOptions = field(default_factory=ScalingOptions)
 
 
 def _field_path(location: tuple[Any, ...]) -> str:
@@ -168,6 +171,10 @@ def parse_host_config(raw: dict[str, Any]) -> HostConfig:
         raise HostJsonError(f"host.json version: {document.version!r} is not supported; set \"version\": \"2.0\"")
     http = document.extensions.http
     health = document.funcplane.worker_health
+    try:
+        scaling = parse_scaling_options(raw)
+    except ValueError as error:
+        raise HostJsonError(str(error)) from None
     return HostConfig(
         raw=raw,
         function_timeout=document.function_timeout,
@@ -176,6 +183,7 @@ def parse_host_config(raw: dict[str, Any]) -> HostConfig:
         functions=tuple(document.functions) if document.functions is not None else None,
         worker_health={field_info.alias or name: value for name, field_info in WorkerHealthSection.model_fields.items()
                        if (value := getattr(health, name)) is not None},
+        scaling=scaling,
     )
 
 

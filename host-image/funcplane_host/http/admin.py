@@ -125,6 +125,12 @@ class AdminHandlers:
         host.spawn(host.run_logged(Invocation.of_trigger(definition, rpc.TypedData(string=str(value))), "manual run"))
         return _json({"function": definition.name, "accepted": True}, 202)
 
+    async def concurrency(self, request: web.Request) -> web.Response:
+        """Per-function limits and load: what an autoscaler reads (README: "Queues and concurrency")."""
+        if not self._is_admin(request):
+            return self._denied()
+        return _json(self.host.concurrency.as_json())
+
     async def metrics(self, request: web.Request) -> web.Response:
         response = web.Response(body=self.host.metrics.render())
         response.headers["Content-Type"] = CONTENT_TYPE

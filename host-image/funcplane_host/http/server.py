@@ -30,6 +30,7 @@ def build_app(host: FunctionHost, options: FrontDoorOptions) -> web.Application:
     app.router.add_post("/admin/drain", admin.drain)
     app.router.add_get("/admin/host/status", admin.host_status)
     app.router.add_get("/admin/functions", admin.functions)
+    app.router.add_get("/admin/concurrency", admin.concurrency)
     app.router.add_post("/admin/functions/{name}", admin.run_function)
     DurableApi(host.durable).register(app)
     prefix = host.config.http.route_prefix

@@ -12,8 +12,9 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from ..devcluster import binaries, environment, images
+from ..devcluster import azurite, binaries, environment, images
 from ..devcluster.cluster import DEFAULT_NAME, DEFAULT_NODES, ClusterError, LocalCluster
 
 
@@ -63,6 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imgs.add_argument("--registry", default=images.DEFAULT_REGISTRY, help="image names' prefix (default: %(default)s)")
     imgs.add_argument("--tag", default=images.VERSION, help="image tag (default: %(default)s)")
     imgs.set_defaults(handler=_images)
+
+    storage = dev_sub.add_parser("azurite", help="install (once) the Azure Storage emulator; --run serves it")
+    storage.add_argument("--run", metavar="DATA_DIR", help="also run it on loopback with its data in DATA_DIR")
+    storage.set_defaults(handler=_azurite)
 
 
 def _cluster(args: argparse.Namespace) -> int:
@@ -170,4 +175,16 @@ def _images(args: argparse.Namespace) -> int:
     return 0
 
 
-ERRORS = (ClusterError, binaries.BinaryError, images.ImageError)
+def _azurite(args: argparse.Namespace) -> int:
+    print(f"azurite {azurite.AZURITE_VERSION}: {azurite.ensure_installed()}")
+    if args.run:
+        server = azurite.AzuriteServer(Path(args.run)).start()
+        print(f"AzureWebJobsStorage={server.connection_string}")
+        try:
+            server.process.wait()  # type: ignore[union-attr]
+        except KeyboardInterrupt:
+            server.stop()
+    return 0
+
+
+ERRORS = (ClusterError, binaries.BinaryError, images.ImageError, azurite.AzuriteError)

@@ -1,0 +1,1 @@
+"""Queue triggers and queue output bindings on Azure Queue Storage."""

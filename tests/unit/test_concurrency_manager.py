@@ -1,0 +1,132 @@
+"""The dynamic concurrency algorithm with a fake clock: Azure's constants, the clamp at the maximum,
+the saturation signal on a degrading downstream, and snapshot application."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from funcplane_host.concurrency.manager import ConcurrencyManager, ThrottleManager, ThrottleState
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def manager_with(throttle: Callable[[], ThrottleState], clock: FakeClock, **options) -> ConcurrencyManager:
+    return ConcurrencyManager(ThrottleManager({"test": throttle}, clock), clock, **options)
+
+
+def run_closed_loop(manager: ConcurrencyManager, clock: FakeClock, latency_at: Callable[[int], float],
+                    seconds: float, step: float = 0.01) -> list[int]:
+    """Keep the function's limit fully used; each invocation takes latency_at(in-flight) seconds.
+    Returns the limit sampled every second."""
+    status = manager.function("f")
+    finishing: list[tuple[float, float]] = []  # (finish at, started at)
+    levels = []
+    end = clock.now + seconds
+    next_sample = clock.now
+    while clock.now < end:
+        for _ in range(manager.available("f", 0)):
+            status.started()
+            finishing.append((clock.now + latency_at(status.outstanding), clock.now))
+        still = []
+        for finish, began in finishing:
+            if finish <= clock.now:
+                status.completed_one(clock.now - began)
+            else:
+                still.append((finish, began))
+        finishing = still
+        if clock.now >= next_sample:
+            levels.append(status.current)
+            next_sample += 1.0
+        clock.now += step
+    return levels
+
+
+def test_increases_follow_azure_steps_while_healthy_and_the_limit_is_used() -> None:
+    clock = FakeClock()
+    manager = manager_with(lambda: ThrottleState.DISABLED, clock, saturation_enabled=False)
+    levels = run_closed_loop(manager, clock, lambda k: 0.01, 40)
+    distinct = sorted(set(levels))
+    # 1, then +1, +2, +3, +4, +5, +6, +6 ... (steps grow while they run in one direction)
+    assert distinct[:8] == [1, 2, 4, 7, 11, 16, 22, 28], distinct
+    # First increase only after 5 consecutive healthy checks (one per second) and the 2 s gap.
+    assert levels[:5] == [1] * 5
+
+
+def test_no_increase_when_the_limit_is_not_fully_used() -> None:
+    clock = FakeClock()
+    manager = manager_with(lambda: ThrottleState.DISABLED, clock)
+    for _ in range(60):
+        manager.get_status("f")
+        clock.now += 1
+    assert manager.function("f").current == 1
+
+
+def test_throttle_decreases_after_three_checks_then_waits_the_quiet_window() -> None:
+    clock = FakeClock()
+    state = {"value": ThrottleState.DISABLED}
+    manager = manager_with(lambda: state["value"], clock, saturation_enabled=False)
+    run_closed_loop(manager, clock, lambda k: 0.01, 20)
+    before = manager.function("f").current
+    assert before > 10
+    state["value"] = ThrottleState.ENABLED
+    clock.now += 1.0  # throttles are re-evaluated at most once a second
+    assert manager.available("f", 0) == 0  # throttled: fetch nothing
+    run_closed_loop(manager, clock, lambda k: 0.01, 6)
+    after_decrease = manager.function("f").current
+    assert after_decrease < before
+    decreased_at = clock.now
+    assert run_closed_loop(manager, clock, lambda k: 0.0, 0.5)[-1] == after_decrease
+    # The last decrease happened within the throttled period; find it and the next increase.
+    last_decrease = manager.function("f")._last_decrease
+    assert last_decrease is not None and last_decrease <= decreased_at
+    state["value"] = ThrottleState.DISABLED
+    levels = run_closed_loop(manager, clock, lambda k: 0.01, 30)
+    first_increase = next(i for i, level in enumerate(levels) if level > after_decrease)
+    # min(10 s + 10 x latency, 30 s) without an increase after a decrease
+    assert decreased_at + 0.5 + first_increase - last_decrease >= 10.0
+
+
+def test_increase_is_clamped_at_the_maximum() -> None:
+    clock = FakeClock()
+    manager = manager_with(lambda: ThrottleState.DISABLED, clock, maximum=10, saturation_enabled=False)
+    levels = run_closed_loop(manager, clock, lambda k: 0.01, 40)
+    assert max(levels) == 10  # Azure's own algorithm would step 7 -> 11
+
+
+def degrading_downstream(k: int) -> float:
+    """50 ms up to 8 concurrent calls, then 1.5 x 50 ms more per 8 extra calls."""
+    return 0.05 if k <= 8 else 0.05 * (1 + 1.5 * (k - 8) / 8)
+
+
+def test_saturation_holds_a_degrading_downstream_near_its_knee_while_cpu_is_idle() -> None:
+    clock = FakeClock()
+    manager = manager_with(lambda: ThrottleState.DISABLED, clock)
+    levels = run_closed_loop(manager, clock, degrading_downstream, 120)
+    settled = levels[60:]
+    assert 7 <= min(settled) and max(settled) <= 12, levels
+    throughput = [k / degrading_downstream(k) for k in settled]
+    assert sum(throughput) / len(throughput) >= 0.9 * 160  # 160/s at the knee (8)
+
+
+def test_without_saturation_azure_alone_grows_past_the_knee() -> None:
+    clock = FakeClock()
+    manager = manager_with(lambda: ThrottleState.DISABLED, clock, saturation_enabled=False)
+    levels = run_closed_loop(manager, clock, degrading_downstream, 60)
+    assert levels[-1] > 40, levels
+
+
+def test_snapshot_scaled_by_cores_skips_above_maximum_and_only_raises() -> None:
+    clock = FakeClock()
+    manager = manager_with(lambda: ThrottleState.DISABLED, clock, maximum=50)
+    manager.function("d").current = 9
+    applied = manager.apply_snapshot({"a": 10, "b": 120, "c": 1, "d": 4}, snapshot_cores=4, cores=2)
+    # a: 10 x 2/4; b: 60 > maximum, skipped as Azure does; d keeps its higher level
+    assert applied == {"a": 5, "c": 1, "d": 9}
+    assert manager.function("b").current == 1
+    assert manager.apply_snapshot({"a": 7}, snapshot_cores=2, cores=2) == {"a": 7}
