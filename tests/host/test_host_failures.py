@@ -9,7 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import EXAMPLE_APPS, HOST_APPS, metric_value
+from conftest import EXAMPLE_APPS, HOST_APPS, MASTER_KEY, metric_value
 
 
 def _wait_for_file(path: Path, timeout: float = 20.0) -> str:
@@ -145,7 +145,7 @@ def test_syntax_error_in_function_app_keeps_the_host_up(start_host, copy_app) ->
     host.wait_until(lambda: host.admin("/admin/host/status")["errors"], "the import failure to be reported")
     assert host.get("/livez").status == 200
     # Not ready, not warm, and its routes say why: the reason names the file and the error.
-    for reply in (host.get("/readyz"), host.get("/admin/warmup"), host.get("/api/hello")):
+    for reply in (host.get("/readyz"), host.get("/admin/warmup", headers={"x-functions-key": MASTER_KEY}), host.get("/api/hello")):
         assert reply.status == 503, reply.text
         assert "function_app.py" in reply.text and "SyntaxError" in reply.text
     errors = host.admin("/admin/host/status")["errors"]

@@ -91,7 +91,7 @@ def _v2_app(root: Path, source: str) -> Path:
 
 def _refusals(host) -> list:
     """/readyz, /admin/warmup and a route of a host that cannot serve its app."""
-    return [host.get("/readyz"), host.get("/admin/warmup"), host.get("/api/anything")]
+    return [host.get("/readyz"), host.get("/admin/warmup", headers={"x-functions-key": MASTER_KEY}), host.get("/api/anything")]
 
 
 def test_a_missing_app_directory_is_not_ready_and_says_which(start_host, tmp_path) -> None:
@@ -108,7 +108,7 @@ def test_an_app_with_no_loadable_function_is_not_ready(start_host, tmp_path) -> 
     host = start_host(app, wait_ready=False)
     host.wait_until(lambda: "no function that loaded" in host.get("/readyz").text, "the empty app to be reported")
     assert host.get("/readyz").status == 503
-    warm = host.get("/admin/warmup")
+    warm = host.get("/admin/warmup", headers={"x-functions-key": MASTER_KEY})
     assert warm.status == 503 and "no function that loaded" in warm.text
 
 
