@@ -40,3 +40,15 @@ def test_an_import_from_a_higher_layer_breaks_the_contract(tmp_path: Path) -> No
     assert result.returncode != 0, result.stdout + result.stderr
     assert "Operator: command line > reconcilers" in result.stdout and "BROKEN" in result.stdout, result.stdout
     assert "funcplane.kube.store -> funcplane.controllers.context" in result.stdout, result.stdout
+
+
+def test_a_product_import_of_the_dev_tools_breaks_the_contract(tmp_path: Path) -> None:
+    for package in PACKAGES:
+        shutil.copytree(package, tmp_path / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+    main = tmp_path / "funcplane" / "cli" / "main.py"
+    main.write_text(main.read_text() + "\nfrom funcplane_dev import cluster as _cluster  # noqa\n")
+    result = lint_imports(tmp_path, extra_path=tmp_path)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "The product never imports the development tools" in result.stdout and "BROKEN" in result.stdout, \
+        result.stdout
+    assert "funcplane.cli.main -> funcplane_dev.cluster" in result.stdout, result.stdout
