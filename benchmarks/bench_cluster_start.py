@@ -16,10 +16,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / part) for part in ("operator", "dev")]
 
-from funcplane.devcluster import binaries  # noqa: E402
-from funcplane.devcluster.cluster import LocalCluster, free_port  # noqa: E402
+from funcplane_dev import binaries  # noqa: E402
+from funcplane_dev.cluster import LocalCluster, free_port  # noqa: E402
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 

@@ -46,8 +46,8 @@ from azure.core.exceptions import AzureError
 from azure.storage.queue.aio import QueueClient
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "operator"))
-from funcplane.devcluster.azurite import AzuriteServer  # noqa: E402
+sys.path[:0] = [str(REPO / "operator"), str(REPO / "dev")]
+from funcplane_dev.azurite import AzuriteServer  # noqa: E402
 from bench_http_host import free_port, wait_http  # noqa: E402  (same directory)
 
 BIN = Path(sys.executable).parent

@@ -18,10 +18,10 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "operator"))
+sys.path[:0] = [str(REPO / "operator"), str(REPO / "dev")]
 
-from funcplane.devcluster import images  # noqa: E402
-from funcplane.devcluster.cluster import free_port  # noqa: E402
+from funcplane_dev import images  # noqa: E402
+from funcplane_dev.cluster import free_port  # noqa: E402
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 APP = REPO / "examples" / "apps" / "hello-v2"

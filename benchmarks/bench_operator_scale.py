@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from funcplane.devcluster.cluster import LocalCluster, free_port
+from funcplane_dev.cluster import LocalCluster, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR = Path(sys.executable).parent / "funcplane-operator"

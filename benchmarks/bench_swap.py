@@ -23,10 +23,10 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "operator"))
+sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "dev")]
 
-from funcplane.devcluster.cluster import LocalCluster  # noqa: E402
-from funcplane.devcluster.podrunner import PodRunner  # noqa: E402
+from funcplane_dev.cluster import LocalCluster  # noqa: E402
+from funcplane_dev.podrunner import PodRunner  # noqa: E402
 
 REPLICAS = [int(a) for a in sys.argv[1:]] or [1, 5, 20]
 TIMEOUT = 600.0

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import diagnostics
-from funcplane.devcluster.cluster import LocalCluster, processes_naming
+from funcplane_dev.cluster import LocalCluster, processes_naming
 from support import eventually, processes_inside
 
 
@@ -100,7 +100,7 @@ def k8s(cluster: LocalCluster):
 @pytest.fixture
 def pod_runner(cluster: LocalCluster, namespace: str, tmp_path: Path):
     """Real `funcplane-host` processes for the namespace's funcplane pods, at their pod IPs."""
-    from funcplane.devcluster.podrunner import PodRunner
+    from funcplane_dev.podrunner import PodRunner
 
     with PodRunner(cluster, namespace, tmp_path / "pods") as runner:
         diagnostics.register(f"pods ({namespace})", runner.logs)

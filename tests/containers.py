@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from funcplane.devcluster import images
+from funcplane_dev import images
 
 
 def build_images() -> dict[str, str]:

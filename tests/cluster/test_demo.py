@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from funcplane.devcluster.cluster import LocalCluster, processes_naming
+from funcplane_dev.cluster import LocalCluster, processes_naming
 from support import eventually, isolated_cache
 
 CLI = [sys.executable, "-m", "funcplane.cli.main"]

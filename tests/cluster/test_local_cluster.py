@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from funcplane.devcluster import stages
-from funcplane.devcluster.cluster import ClusterError, LocalCluster, processes_naming
-from funcplane.devcluster.podrunner import PodRunner
+from funcplane_dev import stages
+from funcplane_dev.cluster import ClusterError, LocalCluster, processes_naming
+from funcplane_dev.podrunner import PodRunner
 from support import eventually, hello_code_configmap, hello_host_deployment, isolated_cache
 
 DEPLOYMENT = """

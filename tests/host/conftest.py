@@ -217,7 +217,7 @@ def copy_app(tmp_path: Path) -> Callable[[Path], Path]:
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One Azurite (blob + queue) on loopback for the session, its data in a temporary directory."""
-    from funcplane.devcluster.azurite import AzuriteServer
+    from funcplane_dev.azurite import AzuriteServer
 
     server = AzuriteServer(tmp_path_factory.mktemp("azurite")).start()
     yield server

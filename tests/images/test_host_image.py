@@ -15,8 +15,8 @@ import pytest
 
 from containers import Container, output_of, pod_options, run
 from funcplane.api import FunctionApp, WorkerConfig
-from funcplane.devcluster.cluster import free_port
-from funcplane.devcluster.images import image_config
+from funcplane_dev.cluster import free_port
+from funcplane_dev.images import image_config
 from funcplane.render import instance
 from funcplane.render.app import production_view, render_app
 from funcplane.render.deploy import plan_deployments

@@ -14,7 +14,7 @@ import yaml
 
 import diagnostics
 from funcplane.controllers.leader import EXIT_LEASE_LOST
-from funcplane.devcluster.services import Supervisor
+from funcplane_dev.services import Supervisor
 from support import eventually
 
 LOG = logging.getLogger("tests.operator")

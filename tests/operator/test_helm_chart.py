@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from funcplane.kube.client import KINDS, OWNED_KINDS
-from funcplane.devcluster.binaries import ensure
+from funcplane_dev.binaries import ensure
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "funcplane"

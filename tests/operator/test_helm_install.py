@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from funcplane.devcluster.binaries import ensure
-from funcplane.devcluster.cluster import LocalCluster
+from funcplane_dev.binaries import ensure
+from funcplane_dev.cluster import LocalCluster
 from operator_helpers import EXAMPLES, condition, wait_app_ready
 from support import eventually
 from test_runtime_ha import Replica, holder

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from containers import Container, kubeconfig_with_embedded_credentials, run
-from funcplane.devcluster.binaries import ensure
-from funcplane.devcluster.images import image_config
+from funcplane_dev.binaries import ensure
+from funcplane_dev.images import image_config
 from operator_helpers import REPO, apply_examples, get, wait_app_ready
 
 CHART = REPO / "charts" / "funcplane"

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from funcplane.cli.main import build_parser
-from funcplane.devcluster import cluster as local_cluster
-from funcplane.devcluster.services import Supervisor
+from funcplane_dev import cluster as local_cluster
+from funcplane_dev.services import Supervisor
 from support import eventually
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from funcplane.devcluster import binaries
+from funcplane_dev import binaries
 
 
 def test_cached_binary_is_verified_by_digest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -9,7 +9,7 @@ import tomllib
 import yaml
 
 from funcplane.api.functionapp import DEFAULT_HOST_IMAGE
-from funcplane.devcluster.images import BUILD_REQUIREMENTS, IMAGES, VERSION
+from funcplane_dev.images import BUILD_REQUIREMENTS, IMAGES, VERSION
 from support import REPO
 
 

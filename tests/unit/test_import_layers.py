@@ -30,13 +30,27 @@ def test_import_layers_are_kept() -> None:
     assert "0 broken" in result.stdout
 
 
-def test_an_import_from_a_higher_layer_breaks_the_contract(tmp_path: Path) -> None:
+def lint_with_an_added_import(tmp_path: Path, module: str, statement: str) -> str:
+    """Lint a copy of the packages in which `module` (a path below them) ends with `statement`; its output."""
     for package in PACKAGES:
         shutil.copytree(package, tmp_path / package.name, ignore=shutil.ignore_patterns("__pycache__"))
-    store = tmp_path / "funcplane" / "kube" / "store.py"
-    # The cycle this layering removed: the client plumbing reaching back up into the reconcilers.
-    store.write_text(store.read_text() + "\nfrom funcplane.controllers import context as _context  # noqa\n")
+    source = tmp_path / module
+    source.write_text(source.read_text() + f"\n{statement}  # noqa\n")
     result = lint_imports(tmp_path, extra_path=tmp_path)
     assert result.returncode != 0, result.stdout + result.stderr
-    assert "Operator: command line > reconcilers" in result.stdout and "BROKEN" in result.stdout, result.stdout
-    assert "funcplane.kube.store -> funcplane.controllers.context" in result.stdout, result.stdout
+    assert "BROKEN" in result.stdout, result.stdout
+    return result.stdout
+
+
+def test_an_import_from_a_higher_layer_breaks_the_contract(tmp_path: Path) -> None:
+    # The cycle this layering removed: the client plumbing reaching back up into the reconcilers.
+    output = lint_with_an_added_import(tmp_path, "funcplane/kube/store.py",
+                                       "from funcplane.controllers import context as _context")
+    assert "Operator: command line > reconcilers" in output, output
+    assert "funcplane.kube.store -> funcplane.controllers.context" in output, output
+
+
+def test_a_product_import_of_the_dev_tools_breaks_the_contract(tmp_path: Path) -> None:
+    output = lint_with_an_added_import(tmp_path, "funcplane/cli/main.py", "from funcplane_dev import cluster as _cluster")
+    assert "The product never imports the development tools" in output, output
+    assert "funcplane.cli.main -> funcplane_dev.cluster" in output, output

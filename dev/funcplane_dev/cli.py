@@ -1,4 +1,4 @@
-"""`funcplane dev ...`: the local environment, the local control plane and its binaries.
+"""`funcplane dev ...` and `funcplane demo`: the local environment, the local control plane and its binaries.
 
 `dev up` / `dev down` / `dev status` / `dev logs operator|pods` / `dev port-forward SERVICE` manage
 the whole local environment (cluster, CRDs, operator, pod runner); `dev cluster ...` the control
@@ -14,8 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..devcluster import azurite, binaries, environment, images
-from ..devcluster.cluster import DEFAULT_NAME, DEFAULT_NODES, ClusterError, LocalCluster
+from funcplane.cli.main import add_global_options
+
+from . import azurite, binaries, demo, environment, images
+from .cluster import DEFAULT_NAME, DEFAULT_NODES, ClusterError, LocalCluster
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -138,7 +140,7 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _port_forward(args: argparse.Namespace) -> int:
-    from ..devcluster.endpoints import PortForward, ServiceEndpoints
+    from .endpoints import PortForward, ServiceEndpoints
 
     cluster = _loaded(args.name)
     service = args.service.removeprefix("svc/").removeprefix("service/")
@@ -188,3 +190,18 @@ def _azurite(args: argparse.Namespace) -> int:
 
 
 ERRORS = (ClusterError, binaries.BinaryError, images.ImageError, azurite.AzuriteError)
+
+
+def main(argv: list[str], prog: str = "funcplane") -> int:
+    """Run `dev ...` or `demo ...` (with the product command line's global options) as `prog` would."""
+    parser = argparse.ArgumentParser(prog=prog, description="funcplane's development tools")
+    add_global_options(parser)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    register(subparsers)
+    demo.register(subparsers)
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except ERRORS as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 1

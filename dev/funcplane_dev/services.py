@@ -10,7 +10,7 @@
 - ``pods``: the pod runner for every namespace (real hosts at the pods' IPs); on SIGTERM it drains
   and stops its hosts.
 
-Run as ``python -m funcplane.devcluster.services operator|pods --directory DIR [-- OPERATOR ARGS...]``.
+Run as ``python -m funcplane_dev.services operator|pods --directory DIR [-- OPERATOR ARGS...]``.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def run_pods(directory: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m funcplane.devcluster.services", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m funcplane_dev.services", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("service", choices=["operator", "pods"])
     parser.add_argument("--directory", type=Path, required=True, help="the cluster directory")

@@ -22,11 +22,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..devcluster import binaries, environment
-from ..devcluster.cluster import DEFAULT_NAME, ClusterError, LocalCluster
-from ..devcluster.endpoints import EndpointClient, ServiceEndpoints
+from . import binaries, environment
+from .cluster import DEFAULT_NAME, ClusterError, LocalCluster
+from .endpoints import EndpointClient, ServiceEndpoints
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "examples" / "demo"
 NAMESPACE = "demo"
 APP = "demo"

@@ -30,7 +30,7 @@ from funcplane.api.functionapp import DEFAULT_HOST_IMAGE
 
 from .binaries import cache_root
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 DEFAULT_REGISTRY = DEFAULT_HOST_IMAGE.rsplit("/", 1)[0]  # ghcr.io/funcplane
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .cluster import DEFAULT_NAME, DEFAULT_NODES, ClusterError, LocalCluster, free_port
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
 SYSTEM_NAMESPACE = "funcplane-system"
 LEASE_NAME = "funcplane-operator"
@@ -59,7 +59,7 @@ def up(name: str = DEFAULT_NAME, nodes: int = DEFAULT_NODES, *, fresh: bool = Fa
         cluster.start_service("operator", operator_service_command(cluster, environment.operator_identity))
     if "pods" not in running:
         cluster.stop_service("pods")
-        cluster.start_service("pods", [sys.executable, "-m", "funcplane.devcluster.services", "pods",
+        cluster.start_service("pods", [sys.executable, "-m", "funcplane_dev.services", "pods",
                                        "--directory", str(cluster.directory)])
     wait_for_leader(cluster, environment.operator_identity)
     _timed(timings, "services", started)
@@ -74,7 +74,7 @@ def install_crds(cluster: LocalCluster) -> None:
 def operator_service_command(cluster: LocalCluster, identity: str) -> list[str]:
     # Loopback only and ports nobody else chose: on this machine the pod CIDR is local, and an
     # operator listening on 0.0.0.0:8080 would answer for every pod's IP.
-    return [sys.executable, "-m", "funcplane.devcluster.services", "operator", "--directory", str(cluster.directory),
+    return [sys.executable, "-m", "funcplane_dev.services", "operator", "--directory", str(cluster.directory),
             "--", "--all-namespaces", "--kubeconfig", str(cluster.kubeconfig),
             "--lease-namespace", SYSTEM_NAMESPACE, "--lease-name", LEASE_NAME, "--identity", identity,
             "--bind-address", "127.0.0.1", "--metrics-port", str(free_port()), "--health-port", str(free_port()),
