@@ -20,13 +20,13 @@ from funcplane_host.durable.extension import DurableExtension
 from funcplane_host.concurrency.runtime import HostConcurrency
 from funcplane_host.grpc_server import GrpcServer
 from funcplane_host.invocation import Invocation, InvocationFailed
-from funcplane_host.http.auth import KeysError, KeyStore
+from funcplane_host.keys import KeysError, KeyStore
 from funcplane_host.limits import HttpThrottle
 from funcplane_host.local_run import current_invocation_id
 from funcplane_host.logs import CategoryLevels, RecentInvocations, configure_logging, dropped_log_lines, emit_rpc_log
 from funcplane_host.metrics import HostMetrics
 from funcplane_protocol import FunctionRpc_pb2 as rpc
-from funcplane_host.protocol.metadata import definition_from_metadata
+from funcplane_host.workers.metadata import definition_from_metadata
 from funcplane_protocol.typed_data import HttpShape
 from funcplane_host.readiness import Readiness, readiness_of
 from funcplane_host.queues.listener import QueueTriggers

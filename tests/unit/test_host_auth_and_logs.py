@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from funcplane_host.http.auth import KeysError, KeyStore
+from funcplane_host.keys import KeysError, KeyStore
 from funcplane_host.logs import TRACE, CategoryLevels
 
 REPO = Path(__file__).resolve().parents[2]

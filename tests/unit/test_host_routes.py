@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from funcplane_host.http.routes import RouteTable, RouteTemplateError, compile_route
+from funcplane_host.app.routes import RouteTable, RouteTemplateError, compile_route
 
 
 @pytest.mark.parametrize(

@@ -1,1 +1,1 @@
-"""Loading an app: host.json, function.json folders (host indexing), worker-reported metadata."""
+"""Loading an app: host.json, function.json folders (host indexing), the catalog and its HTTP routes."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from funcplane_host.app.functions import FunctionDefinition
 from funcplane_host.app.indexing import FunctionError
-from funcplane_host.http.routes import RouteTable
+from funcplane_host.app.routes import RouteTable
 
 
 @dataclass

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from funcplane_host.http.routes import RouteTemplateError, compile_route
+from funcplane_host.app.routes import RouteTemplateError, compile_route
 
 AUTH_LEVELS = ("anonymous", "function", "admin")
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"})

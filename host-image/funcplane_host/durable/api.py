@@ -19,7 +19,7 @@ from aiohttp import web
 from funcplane_host.durable.engine import TERMINAL, DurableRequestError, entity_id_of, status_payload
 from funcplane_host.durable.extension import RPC_BASE, WEBHOOK_BASE
 from funcplane_host.durable.history import parse_json_text, parse_time
-from funcplane_host.http.auth import presented_key
+from funcplane_host.keys import presented_key
 
 if TYPE_CHECKING:
     from funcplane_host.durable.engine import DurableEngine

@@ -1,1 +1,1 @@
-"""Language workers: configs, the managed registry, processes, gRPC channels, supervision."""
+"""Language workers: configs, the managed registry, processes, gRPC channels, supervision, function metadata."""

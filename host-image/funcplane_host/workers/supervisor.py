@@ -17,7 +17,7 @@ from funcplane_host.app.catalog import FunctionCatalog
 from funcplane_host.app.functions import FunctionDefinition
 from funcplane_protocol import FunctionRpc_pb2 as rpc
 from funcplane_protocol import capabilities as caps
-from funcplane_host.protocol.metadata import load_request_for
+from funcplane_host.workers.metadata import load_request_for
 from funcplane_host.workers.channel import WorkerChannel, WorkerUnavailable
 from funcplane_host.workers.config import WorkerConfigError, WorkerDescription
 from funcplane_host.workers.process import WorkerProcess
