@@ -1,13 +1,11 @@
-"""FunctionHost: loads the app, starts the workers it needs, invokes functions, drains."""
+"""FunctionHost: loads the app, starts the workers it needs, hands invocations to the dispatcher, drains."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import random
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 from collections.abc import Coroutine, Mapping
@@ -18,12 +16,12 @@ from funcplane_host.app.host_json import HostConfig, HostJsonError, load_host_co
 from funcplane_host.app.indexing import FunctionError, function_folders, index_function_folders
 from funcplane_host.durable.extension import DurableExtension
 from funcplane_host.concurrency.runtime import HostConcurrency
+from funcplane_host.dispatch import InvocationDispatcher
 from funcplane_host.grpc_server import GrpcServer
 from funcplane_host.invocation import Invocation, InvocationFailed
 from funcplane_host.keys import KeysError, KeyStore
 from funcplane_host.limits import HttpThrottle
-from funcplane_host.local_run import current_invocation_id
-from funcplane_host.logs import CategoryLevels, RecentInvocations, configure_logging, dropped_log_lines, emit_rpc_log
+from funcplane_host.logs import CategoryLevels, configure_logging, dropped_log_lines, emit_rpc_log
 from funcplane_host.metrics import HostMetrics
 from funcplane_protocol import FunctionRpc_pb2 as rpc
 from funcplane_host.workers.metadata import definition_from_metadata
@@ -32,12 +30,11 @@ from funcplane_host.readiness import Readiness, readiness_of
 from funcplane_host.queues.listener import QueueTriggers
 from funcplane_host.settings import HostSettings
 from funcplane_host.timers.scheduler import TimerTriggers
-from funcplane_host.workers.channel import WorkerChannel, WorkerUnavailable
+from funcplane_host.workers.channel import WorkerChannel
 from funcplane_host.workers.registry import WorkerRegistry, WorkerSelectionError
 from funcplane_host.workers.supervisor import SupervisionPolicy, WorkerPool
 
 logger = logging.getLogger("funcplane.host")
-WORKER_WAIT_LIMIT = 30.0  # longest an invocation waits for a (re)starting worker
 
 
 class FunctionHost:
@@ -63,11 +60,7 @@ class FunctionHost:
         self.state = "created"  # created -> starting -> running -> draining -> drained -> stopped
         # Set when a drain's grace period is over: from then on new HTTP requests are refused.
         self._refusing = asyncio.Event()
-        self.active: dict[str, str] = {}  # invocation id -> function name
-        self.finished = RecentInvocations()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.dispatcher = InvocationDispatcher(self)
         self._shapes: dict[str, HttpShape] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.timers = TimerTriggers(self)
@@ -146,7 +139,6 @@ class FunctionHost:
         return needed
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         self.state = "starting"
         configure_logging(self.levels)
         # An app whose configuration or directory is unusable runs no workers: nothing is served
@@ -185,7 +177,9 @@ class FunctionHost:
 
     def on_rpc_log(self, channel: WorkerChannel, log: Any) -> None:
         invocation_id = log.invocation_id
-        function_name = (self.active.get(invocation_id) or self.finished.get(invocation_id)) if invocation_id else None
+        function_name = None
+        if invocation_id:
+            function_name = self.dispatcher.active.get(invocation_id) or self.dispatcher.finished.get(invocation_id)
         if dropped := dropped_log_lines(log):
             self.metrics.worker_log_lines_dropped.labels(language=channel.language).inc(dropped)
         emit_rpc_log(self.levels, log, function_name, channel.worker_id)
@@ -226,81 +220,7 @@ class FunctionHost:
         return shape
 
     async def invoke(self, invocation: Invocation) -> Any:
-        definition = invocation.definition
-        name = definition.name
-        pool = self.pools.get(definition.language or "")
-        if pool is None:
-            state = self.catalog.states.get(name)
-            raise InvocationFailed(503, f"function {name!r} cannot run: {state.error if state else 'no worker'}")
-        await self.concurrency.enter(definition)  # an HTTP function waits for a slot; counted as started
-        channel = pool.pick()
-        if channel is None:
-            try:
-                channel = await pool.acquire(min(WORKER_WAIT_LIMIT, pool.description.init_timeout))
-            except WorkerUnavailable as error:
-                self.concurrency.abandon(definition)
-                self.metrics.invocations.labels(function=name, outcome="unavailable").inc()
-                raise InvocationFailed(503, str(error)) from None
-        # A version-4 UUID from the process's PRNG: no system call per invocation (ids are not secrets).
-        invocation_id = str(uuid.UUID(int=random.getrandbits(128), version=4))
-        current_invocation_id.set(invocation_id)
-        message = _request_message(channel, invocation, invocation_id)
-        message.invocation_request.input_data.extend(self.durable.input_bindings(definition))
-        metrics = self.metrics
-        in_flight = metrics.child("in_flight", name)
-        self.active[invocation_id] = name
-        self._idle.clear()
-        channel.in_flight += 1
-        in_flight.inc()
-        started = time.perf_counter()
-        outcome = "failure"
-        timer = None
-        try:
-            timeout = self.config.function_timeout
-            try:
-                future = await channel.start_invocation(message)
-                del message  # the worker has it now; a large body need not stay in memory
-                if timeout is not None:
-                    timer = self._loop.call_later(timeout, _expire, future)  # type: ignore[union-attr]
-                response = await future
-            except WorkerUnavailable as error:
-                outcome = "worker_lost"
-                raise InvocationFailed(
-                    502, f"function {name!r} failed: the worker went away mid-invocation: {error}", invocation_id
-                ) from None
-            except TimeoutError:
-                outcome = "timeout"
-                channel.forget_invocation(invocation_id)
-                message = f"function {name!r} timed out after {timeout:g}s (host.json functionTimeout)"
-                # As on Azure, an out-of-process worker with a timed-out invocation is replaced: the
-                # invocation may hold a thread of its pool for good, and cancelling cannot free it.
-                pool.recycle(channel, f"{message}; invocation {invocation_id}")
-                raise InvocationFailed(504, message, invocation_id) from None
-            status = response.result.status
-            if status == rpc.StatusResult.Success:
-                await self.queues.send_outputs(definition, response)  # queue output bindings, any trigger
-                outcome = "success"
-                return response
-            outcome = "cancelled" if status == rpc.StatusResult.Cancelled else "failure"
-            exception = response.result.exception
-            raise InvocationFailed(
-                500,
-                f"function {name!r} {'was cancelled' if outcome == 'cancelled' else 'failed'}",
-                invocation_id,
-                detail=exception.message or response.result.result or None,
-            )
-        finally:
-            if timer is not None:
-                timer.cancel()
-            channel.in_flight -= 1
-            in_flight.dec()
-            metrics.child("invocations", name, outcome).inc()
-            metrics.child("duration", name).observe(time.perf_counter() - started)
-            self.concurrency.completed(definition, time.perf_counter() - started)
-            del self.active[invocation_id]
-            self.finished.add(invocation_id, name)
-            if not self.active:
-                self._idle.set()
+        return await self.dispatcher.invoke(invocation)
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run `work` in the background (admin-requested runs), keeping a reference until it ends."""
@@ -362,10 +282,10 @@ class FunctionHost:
             with contextlib.suppress(TimeoutError):  # a later drain without grace ends it early
                 await asyncio.wait_for(self._refusing.wait(), grace)
         self._refusing.set()
-        in_flight_at_start = len(self.active)
+        in_flight_at_start = len(self.dispatcher.active)
         started = time.monotonic()
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(self.dispatcher.idle.wait(), timeout)
         except TimeoutError:
             pass
         if self.state == "draining":
@@ -374,7 +294,7 @@ class FunctionHost:
             "draining": True,
             "graceSeconds": grace,
             "inFlightAtStart": in_flight_at_start,
-            "stillRunning": len(self.active),
+            "stillRunning": len(self.dispatcher.active),
             "waitedSeconds": round(time.monotonic() - started, 3),
         }
 
@@ -402,23 +322,9 @@ class FunctionHost:
             "errors": [*({"stage": "config", "error": e} for e in self.config_errors),
                        *({"stage": "workers", "error": e} for e in self.registry.errors),
                        *(e.as_json() for e in self.catalog.errors)],
-            "inFlight": len(self.active),
+            "inFlight": len(self.dispatcher.active),
             "nonHttpTriggers": self.timers.as_json(),
             "durable": self.durable.as_json(),
             "queueTriggers": self.queues.as_json(),
         }
 
-
-def _request_message(channel: WorkerChannel, invocation: Invocation, invocation_id: str) -> Any:
-    """The StreamingMessage of an InvocationRequest, its inputs filled in place for `channel`."""
-    message = rpc.StreamingMessage(request_id=channel.request_id)
-    request = message.invocation_request
-    request.invocation_id = invocation_id
-    request.function_id = channel.function_ids.get(invocation.definition.name, invocation.definition.function_id)
-    invocation.build(channel, request)
-    return message
-
-
-def _expire(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
