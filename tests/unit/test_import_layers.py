@@ -54,3 +54,11 @@ def test_a_product_import_of_the_dev_tools_breaks_the_contract(tmp_path: Path) -
     output = lint_with_an_added_import(tmp_path, "funcplane/cli/main.py", "from funcplane_dev import cluster as _cluster")
     assert "The product never imports the development tools" in output, output
     assert "funcplane.cli.main -> funcplane_dev.cluster" in output, output
+
+
+def test_a_host_import_of_the_http_server_breaks_the_contract(tmp_path: Path) -> None:
+    # One of the cycles the host layering removed: the host reaching up into its HTTP server for the keys.
+    output = lint_with_an_added_import(tmp_path, "funcplane_host/host.py",
+                                       "from funcplane_host.http import server as _server")
+    assert "Host: entry point > HTTP server > host" in output, output
+    assert "funcplane_host.host -> funcplane_host.http.server" in output, output
