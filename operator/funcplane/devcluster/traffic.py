@@ -75,14 +75,20 @@ def _live_pods(core: client.CoreV1Api, namespace: str, selector: str) -> list[cl
     return core.list_namespaced_pod(namespace, label_selector=selector).items
 
 
+# How late the client applies endpoint changes: kube-proxy's default minimum sync period (1 s) plus
+# the rule update. A client that learnt of a removal at once would hide a host that stops too soon.
+PROXY_LAG_SECONDS = 1.5
+
+
 def pods_go_away(cluster: LocalCluster, namespace: str, app: str, path: str, *, threads: int = 4,
-                 timeout: float = 120.0) -> TrafficReport:
-    """Traffic through the EndpointSlices of the app's Service (named like the app) while one pod
-    is deleted and the app is scaled to one replica; returns once a single pod is left."""
+                 timeout: float = 120.0, lag: float = PROXY_LAG_SECONDS) -> TrafficReport:
+    """Traffic through the EndpointSlices of the app's Service (named like the app), applied `lag`
+    seconds late as by a kube-proxy, while one pod is deleted and the app is scaled to one replica;
+    returns once a single pod is left."""
     api = cluster.api_client()
     core = client.CoreV1Api(api)
     selector = f"funcplane.io/app={app}"
-    with ServiceEndpoints(api, namespace, app) as endpoints:
+    with ServiceEndpoints(api, namespace, app, lag=lag) as endpoints:
         pods = _live_pods(core, namespace, selector)
         _wait(lambda: len(endpoints.ready) >= len(pods), timeout, f"{len(pods)} ready endpoints of Service {app}")
         traffic = SteadyTraffic(endpoints, path, threads=threads, max_seconds=timeout).start()
