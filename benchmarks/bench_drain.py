@@ -13,9 +13,7 @@ are still on their way to it fail.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from funcplane.devcluster.cluster import LocalCluster  # noqa: E402
 from funcplane.devcluster.podrunner import PodRunner  # noqa: E402
 from funcplane.devcluster.stages import ANNOTATION_READY_AFTER  # noqa: E402
 from funcplane.devcluster.traffic import TrafficReport, pods_go_away  # noqa: E402
+from bench_support import operated_cluster  # noqa: E402
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 APP = "drain"
@@ -62,12 +61,6 @@ def ready_endpoints(cluster: LocalCluster, namespace: str) -> int:
 
 
 def run(cluster: LocalCluster, namespace: str, workdir: Path, drain: bool) -> TrafficReport:
-    cluster.kubectl("create", "namespace", namespace)
-    deadline = time.monotonic() + 120
-    while cluster.kubectl("-n", namespace, "get", "sa", "default", check=False).returncode != 0:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"no default ServiceAccount in {namespace}")
-        time.sleep(0.2)
     with PodRunner(cluster, namespace, workdir / namespace, drain=drain):
         cluster.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump_all(app_objects()))
         deadline = time.monotonic() + 300
@@ -81,46 +74,23 @@ def run(cluster: LocalCluster, namespace: str, workdir: Path, drain: bool) -> Tr
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        cluster = LocalCluster.named("bench-drain", directory=workdir / "cluster").up(reuse=False)
-        operator = None
-        try:
-            cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-            namespaces = [f"bench-drain-{kind}-{n}" for n in range(ROUNDS) for kind in ("drain", "kill")]
-            lease_namespace = "bench-drain-operator"
-            cluster.kubectl("create", "namespace", lease_namespace)
-            command = [str(Path(sys.executable).with_name("funcplane-operator")), "--kubeconfig",
-                       str(cluster.kubeconfig), "--metrics-port", "0", "--health-port", "0",
-                       "--bind-address", "127.0.0.1", "--log-format", "plain", "--log-level", "warning",
-                       "--lease-namespace", lease_namespace]
-            for namespace in namespaces:
-                command += ["--namespace", namespace]
-            operator = subprocess.Popen(command, env=cluster.env, stdout=(workdir / "operator.log").open("wb"),
-                                        stderr=subprocess.STDOUT)
-            totals = {"drain": TrafficReport(), "kill": TrafficReport()}
-            for namespace in namespaces:
-                kind = namespace.split("-")[2]
-                report = run(cluster, namespace, workdir, drain=kind == "drain")
-                totals[kind].sent += report.sent
-                totals[kind].failures += report.failures
-                print(f"{kind:>5}: {report.sent} requests, {len(report.failures)} failed "
-                      f"{report.failures[:3]}", flush=True)
-            drained, killed = totals["drain"], totals["kill"]
-            drained_rate = len(drained.failures) / max(drained.sent, 1)
-            killed_rate = len(killed.failures) / max(killed.sent, 1)
-            print(f"\n{'run':>24} {'requests':>9} {'failed':>7} {'failed %':>9}")
-            print(f"{'preStop drain (grace)':>24} {drained.sent:>9} {len(drained.failures):>7} "
-                  f"{100 * drained_rate:>8.2f}%")
-            print(f"{'control: SIGKILL':>24} {killed.sent:>9} {len(killed.failures):>7} {100 * killed_rate:>8.2f}%")
-            ratio = (len(drained.failures) / len(killed.failures)) if killed.failures else float("nan")
-            print(f"failed requests, drain / control: {len(drained.failures)}/{len(killed.failures)} = {ratio:.3f}")
-        finally:
-            if operator is not None:
-                operator.terminate()
-                operator.wait(timeout=30)
-            cluster.down()
+    namespaces = [f"bench-drain-{kind}-{n}" for n in range(ROUNDS) for kind in ("drain", "kill")]
+    with operated_cluster("bench-drain", namespaces, "bench-drain-operator") as (cluster, workdir):
+        totals = {"drain": TrafficReport(), "kill": TrafficReport()}
+        for namespace in namespaces:
+            kind = namespace.split("-")[2]
+            report = run(cluster, namespace, workdir, drain=kind == "drain")
+            totals[kind].sent += report.sent
+            totals[kind].failures += report.failures
+            print(f"{kind:>5}: {report.sent} requests, {len(report.failures)} failed {report.failures[:3]}",
+                  flush=True)
+    drained, killed = totals["drain"], totals["kill"]
+    print(f"\n{'run':>24} {'requests':>9} {'failed':>7} {'failed %':>9}")
+    for what, report in (("preStop drain (grace)", drained), ("control: SIGKILL", killed)):
+        print(f"{what:>24} {report.sent:>9} {len(report.failures):>7} "
+              f"{100 * len(report.failures) / max(report.sent, 1):>8.2f}%")
+    ratio = len(drained.failures) / len(killed.failures) if killed.failures else float("nan")
+    print(f"failed requests, drain / control: {len(drained.failures)}/{len(killed.failures)} = {ratio:.3f}")
 
 
 if __name__ == "__main__":
