@@ -13,9 +13,7 @@ same surge settings: the cost of one restart of N pods, which a swap pays twice 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "dev")]
 
 from funcplane_dev.cluster import LocalCluster  # noqa: E402
 from funcplane_dev.podrunner import PodRunner  # noqa: E402
+from bench_support import operated_cluster  # noqa: E402
 
 REPLICAS = [int(a) for a in sys.argv[1:]] or [1, 5, 20]
 TIMEOUT = 600.0
@@ -117,49 +116,26 @@ def app_ready(cluster: LocalCluster, namespace: str) -> bool:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        cluster = LocalCluster.named("bench-swap", directory=workdir / "cluster").up(reuse=False)
-        operator = None
-        try:
-            cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-            namespaces = [f"bench-swap-{n}" for n in REPLICAS]
-            lease_namespace = "bench-swap-operator"  # outlives the per-size namespaces deleted below
-            for namespace in [lease_namespace, *namespaces]:
-                cluster.kubectl("create", "namespace", namespace)
-                wait(lambda: cluster.kubectl("-n", namespace, "get", "sa", "default", check=False).returncode == 0,
-                     "default ServiceAccount")
-            command = [str(Path(sys.executable).with_name("funcplane-operator")), "--kubeconfig",
-                       str(cluster.kubeconfig), "--metrics-port", "0", "--health-port", "0",
-                       "--bind-address", "127.0.0.1", "--log-format", "plain", "--log-level", "warning",
-                       "--lease-namespace", lease_namespace]
-            for namespace in namespaces:
-                command += ["--namespace", namespace]
-            operator = subprocess.Popen(command, env=cluster.env, stdout=(workdir / "operator.log").open("wb"),
-                                        stderr=subprocess.STDOUT)
-            rows = []
-            for replicas, namespace in zip(REPLICAS, namespaces):
-                with PodRunner(cluster, namespace, workdir / namespace):
-                    manifests = yaml.safe_dump_all(app_objects(replicas))
-                    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=manifests)
-                    wait(lambda: app_ready(cluster, namespace), f"app with {replicas} replicas Ready")
-                    baseline = time_baseline(cluster, namespace, replicas)
-                    swap = time_swap(cluster, namespace)
-                    rows.append((replicas, baseline, swap))
-                    print(f"replicas={replicas}: baseline rollout {baseline:.2f}s, flip {swap['flip']:.2f}s, "
-                          f"done {swap['done']:.2f}s, phases {swap['phases']}", flush=True)
-                cluster.kubectl("delete", "namespace", namespace, "--wait=false")
-            print(f"\n{'replicas':>8} {'rollout s':>10} {'to flip s':>10} {'to done s':>10} {'flip/rollout':>13} "
-                  f"{'done/rollout':>13}")
-            for replicas, baseline, swap in rows:
-                print(f"{replicas:>8} {baseline:>10.2f} {swap['flip']:>10.2f} {swap['done']:>10.2f} "
-                      f"{swap['flip'] / baseline:>13.2f} {swap['done'] / baseline:>13.2f}")
-        finally:
-            if operator is not None:
-                operator.terminate()
-                operator.wait(timeout=30)
-            cluster.down()
+    namespaces = [f"bench-swap-{n}" for n in REPLICAS]
+    # The operator's Lease namespace outlives the per-size namespaces deleted below.
+    with operated_cluster("bench-swap", namespaces, "bench-swap-operator") as (cluster, workdir):
+        rows = []
+        for replicas, namespace in zip(REPLICAS, namespaces):
+            with PodRunner(cluster, namespace, workdir / namespace):
+                manifests = yaml.safe_dump_all(app_objects(replicas))
+                cluster.kubectl("-n", namespace, "apply", "-f", "-", input=manifests)
+                wait(lambda: app_ready(cluster, namespace), f"app with {replicas} replicas Ready")
+                baseline = time_baseline(cluster, namespace, replicas)
+                swap = time_swap(cluster, namespace)
+                rows.append((replicas, baseline, swap))
+                print(f"replicas={replicas}: baseline rollout {baseline:.2f}s, flip {swap['flip']:.2f}s, "
+                      f"done {swap['done']:.2f}s, phases {swap['phases']}", flush=True)
+            cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+        print(f"\n{'replicas':>8} {'rollout s':>10} {'to flip s':>10} {'to done s':>10} {'flip/rollout':>13} "
+              f"{'done/rollout':>13}")
+        for replicas, baseline, swap in rows:
+            print(f"{replicas:>8} {baseline:>10.2f} {swap['flip']:>10.2f} {swap['done']:>10.2f} "
+                  f"{swap['flip'] / baseline:>13.2f} {swap['done'] / baseline:>13.2f}")
 
 
 if __name__ == "__main__":

@@ -36,12 +36,18 @@ class Endpoint:
 
 
 class ServiceEndpoints:
-    """The ready endpoints of one Service, kept current by a watch on its EndpointSlices."""
+    """The ready endpoints of one Service, kept current by a watch on its EndpointSlices.
 
-    def __init__(self, api: client.ApiClient, namespace: str, service: str, *, port_name: str | None = None) -> None:
-        self.namespace, self.service, self.port_name = namespace, service, port_name
+    `lag` applies each change that many seconds after the watch delivered it, as a kube-proxy (its
+    minimum sync period, then the rule update) or a load balancer does: requests keep going to a
+    removed endpoint meanwhile, which is what a pod's drain grace period is for."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, service: str, *, port_name: str | None = None,
+                 lag: float = 0.0) -> None:
+        self.namespace, self.service, self.port_name, self.lag = namespace, service, port_name, lag
         self._api = client.DiscoveryV1Api(api)
         self._slices: dict[str, list[Endpoint]] = {}
+        self._pending: list[tuple[float, dict[str, list[Endpoint]]]] = []  # (when due, slices) under lag
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._turn = itertools.count()
@@ -63,14 +69,28 @@ class ServiceEndpoints:
     @property
     def ready(self) -> list[Endpoint]:
         with self._changed:
+            now = time.monotonic()
+            while self._pending and self._pending[0][0] <= now:
+                self._slices = self._pending.pop(0)[1]
             return sorted({e for endpoints in self._slices.values() for e in endpoints}, key=lambda e: (e.ip, e.port))
+
+    def _publish(self, slices: dict[str, list[Endpoint]]) -> None:
+        """Make `slices` the current state, at once or `lag` seconds from now (caller holds the lock)."""
+        if self.lag > 0:
+            self._pending.append((time.monotonic() + self.lag, slices))
+        else:
+            self._slices = slices
+        self._changed.notify_all()
+
+    def _latest(self) -> dict[str, list[Endpoint]]:
+        return dict(self._pending[-1][1] if self._pending else self._slices)
 
     def pick(self, timeout: float = 0.0) -> Endpoint | None:
         """One ready endpoint (round robin), waiting up to `timeout` for the Service to have one."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while not (ready := self.ready) and (remaining := deadline - time.monotonic()) > 0:
-                self._changed.wait(remaining)
+                self._changed.wait(min(remaining, 0.1))  # a lagging change is due without a notify
         return ready[next(self._turn) % len(ready)] if ready else None
 
     def _endpoints(self, endpoint_slice: client.V1EndpointSlice) -> list[Endpoint]:
@@ -87,8 +107,7 @@ class ServiceEndpoints:
             try:
                 listed = self._api.list_namespaced_endpoint_slice(self.namespace, label_selector=selector)
                 with self._changed:
-                    self._slices = {s.metadata.name: self._endpoints(s) for s in listed.items}
-                    self._changed.notify_all()
+                    self._publish({s.metadata.name: self._endpoints(s) for s in listed.items})
                 version = listed.metadata.resource_version
                 stream = watch.Watch().stream(self._api.list_namespaced_endpoint_slice, self.namespace,
                                               label_selector=selector, resource_version=version, timeout_seconds=30)
@@ -97,11 +116,12 @@ class ServiceEndpoints:
                         return
                     endpoint_slice = event["object"]
                     with self._changed:
+                        slices = self._latest()
                         if event["type"] == "DELETED":
-                            self._slices.pop(endpoint_slice.metadata.name, None)
+                            slices.pop(endpoint_slice.metadata.name, None)
                         else:
-                            self._slices[endpoint_slice.metadata.name] = self._endpoints(endpoint_slice)
-                        self._changed.notify_all()
+                            slices[endpoint_slice.metadata.name] = self._endpoints(endpoint_slice)
+                        self._publish(slices)
             except Exception as error:  # noqa: BLE001 - the follower outlives API hiccups: list again
                 LOG.debug("following the EndpointSlices of %s failed: %s", self.service, error)
                 self._stop.wait(0.5)

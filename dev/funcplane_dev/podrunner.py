@@ -7,6 +7,13 @@ projected volumes (service-account tokens from the TokenRequest API) under a per
 resolves its environment (values, ConfigMap/Secret references, the downward API), starts ``funcplane-host`` bound to the pod's own IP (the pod CIDR is made local
 on the loopback device) and, when the pod goes away, runs the preStop drain before stopping it.
 
+A pod's deletion is seen the moment it gets its deletionTimestamp (the runner's finalizer keeps the
+pod, and its IP, until the host stopped), at the same time as the endpoints controller drops it:
+as a kubelet runs the preStop hook then, the runner drains with the host's own grace period, so
+requests that clients still send on the way out are served. Pods drain in parallel, each in its
+own thread. When the runner itself stops (a test or the demo ends), nothing waits on its hosts
+any more: they drain without grace.
+
 Volumes it cannot provide locally (image volumes, PVCs) are reported on the pod as a Warning event
 naming the volume, and the pod is not run.
 """
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -31,6 +39,7 @@ from typing import Any
 
 from kubernetes import client
 
+from ..swap.observe import KEY_HEADER
 from .cluster import LocalCluster
 from .stages import RUNNER_FINALIZER
 
@@ -55,6 +64,7 @@ class RunningPod:
     process: subprocess.Popen[bytes]
     root: Path
     grace_seconds: int
+    keys_file: Path | None = None  # the pod's keys.json: the drain is an admin call to the pod's IP
     restarts: int = 0
     restart_at: float = 0.0  # set when an exit is noticed: when to start it again
 
@@ -72,13 +82,18 @@ class PodRunner:
     """Keeps one host process per Running pod of a namespace (or of every namespace), until stopped."""
 
     def __init__(self, cluster: LocalCluster, namespace: str | None, workdir: Path, *,
-                 interval: float = 0.3) -> None:
+                 interval: float = 0.3, drain: bool = True) -> None:
+        """`drain=False` kills a deleted pod's host at once (SIGKILL, no preStop): only for measuring
+        what draining saves (benchmarks/bench_drain.py)."""
         self.cluster = cluster
         self.namespace = namespace
         self.workdir = workdir
         self.interval = interval
         self.running: dict[str, RunningPod] = {}
         self.refused: set[str] = set()
+        self.drain = drain
+        # Deleted pods whose host drains (uid -> the pod and the thread stopping it).
+        self.stopping: dict[str, tuple[RunningPod, threading.Thread]] = {}
         self._api = client.CoreV1Api(cluster.api_client())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,13 +111,16 @@ class PodRunner:
         if self._thread is not None:
             self._thread.join(timeout=30)
         with self._lock:
-            # All at once, as a kubelet stops a node's pods: each drains within its own grace period.
-            stopping = [threading.Thread(target=self._terminate, args=(pod,)) for pod in self.running.values()]
+            # All at once, as a kubelet stops a node's pods. No grace: nothing routes to them now, and
+            # a second drain without grace also cuts short the grace of pods already draining.
+            pods = [*self.running.values(), *(pod for pod, _ in self.stopping.values())]
+            stopping = [threading.Thread(target=self._terminate, args=(pod, 0.0)) for pod in pods]
             for thread in stopping:
                 thread.start()
-            for thread in stopping:
+            for thread in [*stopping, *(thread for _, thread in self.stopping.values())]:
                 thread.join()
             self.running.clear()
+            self.stopping.clear()
 
     def __enter__(self) -> "PodRunner":
         return self.start()
@@ -145,13 +163,18 @@ class PodRunner:
         wanted = {p.metadata.uid: p for p in pods
                   if p.metadata.deletion_timestamp is None and p.status.phase == "Running" and p.status.pod_ip}
         with self._lock:
+            for uid in [uid for uid, (_, thread) in self.stopping.items() if not thread.is_alive()]:
+                del self.stopping[uid]
             for uid in [uid for uid in self.running if uid not in wanted]:
-                self._terminate(self.running[uid])
-                del self.running[uid]
+                pod = self.running.pop(uid)
+                thread = threading.Thread(target=self._terminate, args=(pod, None),
+                                          name=f"stop-{pod.name}", daemon=True)
+                self.stopping[uid] = (pod, thread)
+                thread.start()
             # A pod deleted while no runner ran its host (a runner that was killed) is let go.
             for pod in pods:
                 if pod.metadata.deletion_timestamp is not None and pod.metadata.uid not in self.running and \
-                        RUNNER_FINALIZER in (pod.metadata.finalizers or []):
+                        pod.metadata.uid not in self.stopping and RUNNER_FINALIZER in (pod.metadata.finalizers or []):
                     self._let_go(pod.metadata.namespace, pod.metadata.name)
             for uid, pod in wanted.items():
                 if uid in self.running or uid in self.refused:
@@ -194,9 +217,10 @@ class PodRunner:
         process = subprocess.Popen([_host_command(), *(container.args or [])], env=env, cwd=root,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         LOG.info("started host for pod %s at %s:%d (pid %d)", pod.metadata.name, pod.status.pod_ip, port, process.pid)
+        keys_file = env.get("FUNCPLANE_KEYS_FILE")
         return RunningPod(pod.metadata.uid, pod.metadata.namespace, pod.metadata.name, pod.status.pod_ip, port,
-                          process, root,
-                          pod.spec.termination_grace_period_seconds or 30)
+                          process, root, pod.spec.termination_grace_period_seconds or 30,
+                          Path(keys_file) if keys_file else None)
 
     def _materialize(self, pod: client.V1Pod, container: client.V1Container, root: Path) -> dict[str, Path]:
         """Write each mounted volume under the pod's root; returns mountPath -> local directory."""
@@ -301,16 +325,15 @@ class PodRunner:
             env["FUNCPLANE_SERVICEACCOUNT_DIR"] = str(mounts[SERVICE_ACCOUNT_DIR])
         return env
 
-    def _terminate(self, pod: RunningPod) -> None:
-        """preStop drain (in-flight work finishes), then SIGTERM, then SIGKILL after the grace period."""
+    def _terminate(self, pod: RunningPod, grace: float | None) -> None:
+        """preStop drain (serving for `grace` seconds, the host's own when None, then in-flight work
+        finishes), then SIGTERM, then SIGKILL after the pod's termination grace period. Without
+        draining (`drain=False`), SIGKILL at once."""
         if pod.process.poll() is None:
-            with contextlib.suppress(OSError):
-                # grace=0: this runner sees a deletion after the endpoints have dropped the pod, and
-                # drains pods one at a time; a serving grace would only stall it.
-                request = urllib.request.Request(f"{pod.url}/admin/drain?grace=0", method="POST")
-                urllib.request.urlopen(request, timeout=pod.grace_seconds).close()
+            if self.drain:
+                self._pre_stop(pod, grace)
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pod.process.pid, signal.SIGTERM)
+                os.killpg(pod.process.pid, signal.SIGTERM if self.drain else signal.SIGKILL)
             try:
                 pod.process.wait(timeout=pod.grace_seconds)
             except subprocess.TimeoutExpired:
@@ -319,6 +342,25 @@ class PodRunner:
                 pod.process.wait()
         LOG.info("stopped host of pod %s", pod.name)
         self._let_go(pod.namespace, pod.name)
+
+    @staticmethod
+    def _pre_stop(pod: RunningPod, grace: float | None) -> None:
+        """POST /admin/drain as the pod's preStop hook does. The hook calls from inside the pod (loopback,
+        no key needed); this runner calls the pod's IP, so it presents the pod's master key. A pod
+        without keys is drained by SIGTERM alone (without grace)."""
+        master = None
+        if pod.keys_file is not None and pod.keys_file.exists():
+            with contextlib.suppress(ValueError):
+                master = json.loads(pod.keys_file.read_text()).get("masterKey")
+        if not isinstance(master, str):
+            LOG.debug("pod %s has no master key: no preStop drain", pod.name)
+            return
+        query = "" if grace is None else f"?grace={grace:g}"
+        request = urllib.request.Request(f"{pod.url}/admin/drain{query}", method="POST", headers={KEY_HEADER: master})
+        try:
+            urllib.request.urlopen(request, timeout=pod.grace_seconds).close()
+        except OSError as error:  # a host that cannot drain is stopped all the same
+            LOG.warning("preStop drain of pod %s failed: %s", pod.name, error)
 
     # The finalizer makes a deleted pod wait for its host to stop before kwok removes it and hands
     # its IP to another pod, as a kubelet's pods keep their IPs until their containers have exited.

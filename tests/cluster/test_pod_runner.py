@@ -37,9 +37,10 @@ def test_host_runs_at_the_pod_ip_and_stops_with_the_pod(cluster, namespace, pod_
     assert eventually(endpoint_ips, what="two ready endpoints") == {p.ip for p in pods}
 
     cluster.kubectl("scale", "deployment", "hello", "-n", namespace, "--replicas=1")
-    eventually(lambda: len(pod_runner.running) == 1, what="the removed pod's host to stop")
+    eventually(lambda: len(pod_runner.running) == 1, what="the removed pod to be seen going away")
     stopped = [p for p in pods if p.uid not in pod_runner.running]
-    assert len(stopped) == 1 and stopped[0].process.poll() is not None
+    assert len(stopped) == 1
+    eventually(lambda: stopped[0].process.poll() is not None, timeout=60, what="the removed pod's host to stop")
     assert _try_get(f"{stopped[0].url}/livez") is None, "nothing serves at a removed pod's IP"
 
 

@@ -196,8 +196,11 @@ class Shop:
                 if e.conditions is None or e.conditions.ready is not False for address in e.addresses}
 
     def pods(self, instance: str) -> list[dict[str, Any]]:
+        """The instance's pods that are not being deleted (a deleted pod leaves the endpoints at once
+        but drains for its grace period before it is gone)."""
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"funcplane.io/instance={instance}")
-        return [self.core.api_client.sanitize_for_serialization(pod) for pod in pods.items]
+        return [self.core.api_client.sanitize_for_serialization(pod) for pod in pods.items
+                if pod.metadata.deletion_timestamp is None]
 
     def ready(self, slots: int = 2) -> bool:
         status = self.status()

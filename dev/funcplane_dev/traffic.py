@@ -1,0 +1,113 @@
+"""Steady HTTP traffic to a Service of the local cluster while its pods go away.
+
+A client that follows the Service's EndpointSlices (as kube-proxy does) keeps sending requests from a
+few threads; every answer that is not 2xx and every connection error is a failure. `pods_go_away`
+runs the scenario that draining is for: under that traffic one pod is deleted directly and the app
+is scaled down to one replica, and the traffic stops once only one pod is left.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kubernetes import client
+
+from .cluster import LocalCluster
+from .endpoints import EndpointClient, ServiceEndpoints
+
+
+@dataclass
+class TrafficReport:
+    sent: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+class SteadyTraffic:
+    """`threads` clients sending GET `path` to the Service, bounded in count and in time."""
+
+    def __init__(self, endpoints: ServiceEndpoints, path: str, *, threads: int = 4, max_requests: int = 20000,
+                 max_seconds: float = 120.0, pause: float = 0.01) -> None:
+        self.client = EndpointClient(endpoints, timeout=10.0)
+        self.path, self.max_requests, self.max_seconds, self.pause = path, max_requests, max_seconds, pause
+        self.report = TrafficReport()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._send, name=f"traffic-{n}", daemon=True)
+                         for n in range(threads)]
+
+    def start(self) -> "SteadyTraffic":
+        self._deadline = time.monotonic() + self.max_seconds
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> TrafficReport:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        return self.report
+
+    def sent(self) -> int:
+        with self._lock:
+            return self.report.sent
+
+    def _send(self) -> None:
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            with self._lock:
+                if self.report.sent >= self.max_requests:
+                    return
+                self.report.sent += 1
+            try:
+                endpoint, status, body = self.client.get(self.path, wait=5.0)
+                failure = None if 200 <= status < 300 else f"{endpoint.ip}: {status} {body[:120]!r}"
+            except OSError as error:  # refused, reset, timed out, or no endpoint at all
+                failure = f"{type(error).__name__}: {error}"
+            if failure is not None:
+                with self._lock:
+                    self.report.failures.append(failure)
+            self._stop.wait(self.pause)
+
+
+def _live_pods(core: client.CoreV1Api, namespace: str, selector: str) -> list[client.V1Pod]:
+    return core.list_namespaced_pod(namespace, label_selector=selector).items
+
+
+# How late the client applies endpoint changes: kube-proxy's default minimum sync period (1 s) plus
+# the rule update. A client that learnt of a removal at once would hide a host that stops too soon.
+PROXY_LAG_SECONDS = 1.5
+
+
+def pods_go_away(cluster: LocalCluster, namespace: str, app: str, path: str, *, threads: int = 4,
+                 timeout: float = 120.0, lag: float = PROXY_LAG_SECONDS) -> TrafficReport:
+    """Traffic through the EndpointSlices of the app's Service (named like the app), applied `lag`
+    seconds late as by a kube-proxy, while one pod is deleted and the app is scaled to one replica;
+    returns once a single pod is left."""
+    api = cluster.api_client()
+    core = client.CoreV1Api(api)
+    selector = f"funcplane.io/app={app}"
+    with ServiceEndpoints(api, namespace, app, lag=lag) as endpoints:
+        pods = _live_pods(core, namespace, selector)
+        _wait(lambda: len(endpoints.ready) >= len(pods), timeout, f"{len(pods)} ready endpoints of Service {app}")
+        traffic = SteadyTraffic(endpoints, path, threads=threads, max_seconds=timeout).start()
+        try:
+            _wait(lambda: traffic.sent() >= 20 * threads, timeout, "traffic to be flowing")
+            # Deleted first: its replacement is not ready yet, so the scale-down removes it first.
+            cluster.kubectl("-n", namespace, "delete", "pod", pods[0].metadata.name, "--wait=false")
+            cluster.kubectl("-n", namespace, "scale", "functionapp", app, "--replicas=1")
+            _wait(lambda: len(_live_pods(core, namespace, selector)) == 1, timeout,
+                  f"the pods of {app} to go away but one")
+        finally:
+            report = traffic.stop()
+    api.close()
+    return report
+
+
+def _wait(probe: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
