@@ -39,7 +39,7 @@ from typing import Any
 
 from kubernetes import client
 
-from ..swap.observe import KEY_HEADER
+from funcplane.swap.observe import KEY_HEADER
 from .cluster import LocalCluster
 from .stages import RUNNER_FINALIZER
 
