@@ -13,7 +13,7 @@ from aiohttp import web
 from funcplane_host.host import FunctionHost
 from funcplane_host.http.admin import DEFAULT_DRAIN_TIMEOUT
 from funcplane_host.http.connection import FrontDoorRunner
-from funcplane_host.http.server import build_app, front_door_options
+from funcplane_host.http.server import build_app
 from funcplane_host.local_run import access_log, announce_when_ready, in_cluster, with_local_keys
 from funcplane_host.settings import SettingsError, load_settings
 
@@ -34,7 +34,7 @@ async def serve(argv: list[str] | None = None) -> int:
             print(f"funcplane-host: {error}", file=sys.stderr)
         return 2
     await host.start()
-    options = front_door_options(host)
+    options = host.config.front_door
     app = build_app(host, options)
     if settings.access_log:
         logging.getLogger("funcplane.access").setLevel(logging.INFO)

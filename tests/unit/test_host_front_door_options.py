@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from funcplane_host.http.options import FrontDoorOptions, HttpOptionsError
+from funcplane_host.app.front_door import FrontDoorOptions, HttpOptionsError
 
 
 def test_front_door_options_default_to_azure_limits_and_name_bad_fields() -> None:

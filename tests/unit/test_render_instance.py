@@ -6,7 +6,7 @@ import json
 
 from funcplane.api import PRODUCTION
 from funcplane.render import names
-from funcplane_host.http.options import DEFAULT_DRAIN_GRACE
+from funcplane_host.app.front_door import DEFAULT_DRAIN_GRACE
 
 SETTINGS = [
     {"name": "GREETING", "value": "hi"},

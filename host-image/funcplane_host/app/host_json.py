@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
 from funcplane_host.app.timespan import timespan_seconds
+from funcplane_host.app.front_door import FrontDoorOptions
 from funcplane_host.app.scaling_options import ScalingOptions, parse_scaling_options
 
 DEFAULT_FUNCTION_TIMEOUT_SECONDS = 300.0
@@ -134,6 +135,8 @@ class HostConfig:
     worker_health: dict[str, float] = field(default_factory=dict)
     # extensions.queues, concurrency, funcplane.queues/functions (app/scaling_options.py).
     scaling: ScalingOptions = field(default_factory=ScalingOptions)
+    # extensions.http limits and timeouts of the front door (app/front_door.py).
+    front_door: FrontDoorOptions = field(default_factory=FrontDoorOptions)
 
 
 def _field_path(location: tuple[Any, ...]) -> str:
@@ -173,7 +176,8 @@ def parse_host_config(raw: dict[str, Any]) -> HostConfig:
     health = document.funcplane.worker_health
     try:
         scaling = parse_scaling_options(raw)
-    except ValueError as error:
+        front_door = FrontDoorOptions.from_host_json(raw)
+    except ValueError as error:  # HttpOptionsError included
         raise HostJsonError(str(error)) from None
     return HostConfig(
         raw=raw,
@@ -184,6 +188,7 @@ def parse_host_config(raw: dict[str, Any]) -> HostConfig:
         worker_health={field_info.alias or name: value for name, field_info in WorkerHealthSection.model_fields.items()
                        if (value := getattr(health, name)) is not None},
         scaling=scaling,
+        front_door=front_door,
     )
 
 

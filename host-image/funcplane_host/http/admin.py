@@ -14,7 +14,7 @@ from funcplane_host.invocation import Invocation
 from funcplane_host.limits import THROTTLED
 from funcplane_protocol import FunctionRpc_pb2 as rpc
 from funcplane_host.keys import presented_key
-from funcplane_host.http.options import FrontDoorOptions
+from funcplane_host.app.front_door import FrontDoorOptions
 from funcplane_host.http.triggers import error_response
 from funcplane_host.metrics import CONTENT_TYPE
 

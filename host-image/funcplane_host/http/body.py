@@ -10,7 +10,7 @@ import collections
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from funcplane_host.http.options import FrontDoorOptions
+from funcplane_host.app.front_door import FrontDoorOptions
 
 
 class BodyRefused(Exception):

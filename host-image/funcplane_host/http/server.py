@@ -7,17 +7,8 @@ from aiohttp import web
 from funcplane_host.durable.api import DurableApi
 from funcplane_host.host import FunctionHost
 from funcplane_host.http.admin import AdminHandlers
-from funcplane_host.http.options import FrontDoorOptions, HttpOptionsError
+from funcplane_host.app.front_door import FrontDoorOptions
 from funcplane_host.http.triggers import HttpTriggerHandler
-
-
-def front_door_options(host: FunctionHost) -> FrontDoorOptions:
-    """extensions.http limits; an invalid value makes the host not ready (and defaults apply)."""
-    try:
-        return FrontDoorOptions.from_host_json(host.config.raw)
-    except HttpOptionsError as error:
-        host.config_errors.append(str(error))
-        return FrontDoorOptions()
 
 
 def build_app(host: FunctionHost, options: FrontDoorOptions) -> web.Application:

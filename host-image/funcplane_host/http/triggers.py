@@ -12,7 +12,7 @@ from funcplane_host.app.functions import FunctionDefinition
 from funcplane_host.host import FunctionHost, Invocation, InvocationFailed
 from funcplane_host.keys import presented_key
 from funcplane_host.http.body import BodyRefused, MemoryBudget, RequestBody
-from funcplane_host.http.options import FrontDoorOptions
+from funcplane_host.app.front_door import FrontDoorOptions
 from funcplane_host.http.convert import build_rpc_http, response_from_output
 from funcplane_host.limits import THROTTLED
 from funcplane_host.readiness import serving_problem

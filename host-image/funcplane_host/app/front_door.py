@@ -1,7 +1,8 @@
-"""Limits and timeouts of the HTTP front door, from host.json `extensions.http`.
+"""Limits and timeouts of the HTTP front door, from host.json `extensions.http`, parsed with the rest of
+host.json (app/host_json.py), so an invalid value is a configuration error like any other.
 
 Keys (all optional; Azure's own keys in that section, such as routePrefix and the concurrency
-throttles, are read by app/host_json.py):
+throttles, are in app/host_json.py):
 
 - maxRequestBodySize: bytes, default 104857600 (100 MB, Azure's limit). Larger bodies get 413.
 - maxRequestBodyMemory: bytes of request bodies held in memory at once across all requests,
