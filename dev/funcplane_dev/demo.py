@@ -16,7 +16,6 @@ import argparse
 import json
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 from . import binaries, environment
 from .cluster import DEFAULT_NAME, ClusterError, LocalCluster
 from .endpoints import EndpointClient, ServiceEndpoints
+from .traffic import SteadyTraffic, TrafficReport
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "examples" / "demo"
@@ -96,42 +96,16 @@ def _every_endpoint_serves(follower: ServiceEndpoints, timeout: float) -> int:
 
 
 @dataclass
-class Traffic:
-    """Steady GETs to a Service through its EndpointSlices, each answer recorded with its time."""
+class Releases:
+    """What production answered during the swap: each release with its time, and the environments."""
 
-    client: EndpointClient
     answers: list[tuple[float, str]] = field(default_factory=list)       # (time, release)
-    failures: list[tuple[float, str]] = field(default_factory=list)      # (time, what went wrong)
     environments: set[str] = field(default_factory=set)
-    _stop: threading.Event = field(default_factory=threading.Event)
 
-    def start(self) -> "Traffic":
-        self._thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def sent(self) -> int:
-        return len(self.answers) + len(self.failures)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            at = time.monotonic()
-            try:
-                endpoint, status, body = self.client.get(PATH)
-                if status == 200:
-                    answer = json.loads(body)
-                    self.answers.append((at, answer["release"]))
-                    self.environments.add(answer["environment"])
-                else:
-                    self.failures.append((at, f"HTTP {status} from {endpoint.url}: {body[:200]!r}"))
-            except (OSError, ValueError, KeyError) as error:
-                self.failures.append((at, str(error)))
-            self._stop.wait(TRAFFIC_INTERVAL)
+    def __call__(self, at: float, body: bytes) -> None:
+        answer = json.loads(body)
+        self.answers.append((at, answer["release"]))
+        self.environments.add(answer["environment"])
 
 
 def _swap(cluster: LocalCluster, timeout: float) -> float:
@@ -171,20 +145,20 @@ def _ask_both(clients: dict[str, EndpointClient], timeout: float) -> dict[str, d
     return answers
 
 
-def _report(traffic: Traffic, asked: float, old: str, new: str) -> int:
-    first_new = next((at for at, release in traffic.answers if release == new), None)
-    last_old = max((at for at, release in traffic.answers if release == old), default=None)
-    print(f"    requests sent to production: {traffic.sent}, failures: {len(traffic.failures)}")
-    for at, what in traffic.failures[:5]:
+def _report(report: TrafficReport, releases: Releases, asked: float, old: str, new: str) -> int:
+    first_new = next((at for at, release in releases.answers if release == new), None)
+    last_old = max((at for at, release in releases.answers if release == old), default=None)
+    print(f"    requests sent to production: {report.sent}, failures: {len(report.failures)}")
+    for at, what in report.failures[:5]:
         print(f"      failed {at - asked:+.2f}s after the swap request: {what}")
     if first_new is None:
         print(f"    production never answered with release {new}")
         return 1
     print(f"    production answered release {new} from {first_new - asked:.2f}s after the swap request "
           f"(last release {old} answer at {(last_old or asked) - asked:.2f}s)")
-    print(f"    sticky setting: production answered with ENVIRONMENT={'/'.join(sorted(traffic.environments))} "
+    print(f"    sticky setting: production answered with ENVIRONMENT={'/'.join(sorted(releases.environments))} "
           "throughout")
-    return 0 if not traffic.failures and traffic.environments == {"production"} else 1
+    return 0 if not report.failures and releases.environments == {"production"} else 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -208,14 +182,17 @@ def run(args: argparse.Namespace) -> int:
         serving = _every_endpoint_serves(production, args.timeout)
         _step(f"steady traffic to production ({serving} endpoints, one request every {TRAFFIC_INTERVAL * 1000:.0f} ms) "
               f"while staging (release {new}) swaps in: kubectl funcplane swap {APP} --slot staging --wait")
-        traffic = Traffic(clients["production"]).start()
+        releases = Releases()
+        traffic = SteadyTraffic(production, PATH, threads=1, pause=TRAFFIC_INTERVAL, endpoint_wait=0.0,
+                                on_answer=releases,
+                                max_seconds=args.timeout + AFTER_SWAP + 10).start()
         try:
             time.sleep(1.0)
             asked = _swap(cluster, args.timeout)
             time.sleep(AFTER_SWAP)
         finally:
-            traffic.stop()
-        outcome = _report(traffic, asked, old, new)
+            report = traffic.stop()
+        outcome = _report(report, releases, asked, old, new)
 
         _step("each slot after the swap")
         after = _ask_both(clients, args.timeout)

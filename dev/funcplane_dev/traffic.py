@@ -1,7 +1,8 @@
 """Steady HTTP traffic to a Service of the local cluster while its pods go away.
 
 A client that follows the Service's EndpointSlices (as kube-proxy does) keeps sending requests from a
-few threads; every answer that is not 2xx and every connection error is a failure. `pods_go_away`
+few threads; every answer that is not 2xx, every connection error and every answer `on_answer`
+refuses is a failure, recorded with its time. The demo's swap and the drain test both use it. `pods_go_away`
 runs the scenario that draining is for: under that traffic one pod is deleted directly and the app
 is scaled down to one replica, and the traffic stops once only one pod is left.
 """
@@ -22,16 +23,20 @@ from .endpoints import EndpointClient, ServiceEndpoints
 @dataclass
 class TrafficReport:
     sent: int = 0
-    failures: list[str] = field(default_factory=list)
+    failures: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, what went wrong)
 
 
 class SteadyTraffic:
     """`threads` clients sending GET `path` to the Service, bounded in count and in time."""
 
     def __init__(self, endpoints: ServiceEndpoints, path: str, *, threads: int = 4, max_requests: int = 20000,
-                 max_seconds: float = 120.0, pause: float = 0.01) -> None:
+                 max_seconds: float = 120.0, pause: float = 0.01,
+                 endpoint_wait: float = 5.0, on_answer: Callable[[float, bytes], None] | None = None) -> None:
+        """`endpoint_wait`: how long a request waits for a ready endpoint before it fails;
+        `on_answer(time, body)` sees each 2xx answer, and a ValueError or KeyError from it is a failure."""
         self.client = EndpointClient(endpoints, timeout=10.0)
         self.path, self.max_requests, self.max_seconds, self.pause = path, max_requests, max_seconds, pause
+        self.endpoint_wait, self.on_answer = endpoint_wait, on_answer
         self.report = TrafficReport()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -60,14 +65,19 @@ class SteadyTraffic:
                 if self.report.sent >= self.max_requests:
                     return
                 self.report.sent += 1
+            at = time.monotonic()
             try:
-                endpoint, status, body = self.client.get(self.path, wait=5.0)
+                endpoint, status, body = self.client.get(self.path, wait=self.endpoint_wait)
                 failure = None if 200 <= status < 300 else f"{endpoint.ip}: {status} {body[:120]!r}"
+                if failure is None and self.on_answer is not None:
+                    self.on_answer(at, body)
             except OSError as error:  # refused, reset, timed out, or no endpoint at all
                 failure = f"{type(error).__name__}: {error}"
+            except (ValueError, KeyError) as error:  # an answer on_answer cannot read
+                failure = f"unreadable answer: {error}"
             if failure is not None:
                 with self._lock:
-                    self.report.failures.append(failure)
+                    self.report.failures.append((at, failure))
             self._stop.wait(self.pause)
 
 
