@@ -133,10 +133,7 @@ def parse_scaling_options(raw: dict[str, Any]) -> ScalingOptions:
     except ValidationError as error:
         raise ValueError(_describe(error, "concurrency")) from None
     lease_raw = _section(own, "queues").get("messageLease", 60.0)
-    try:
-        lease = _seconds(lease_raw, "host.json funcplane.queues.messageLease")
-    except ValueError as error:
-        raise ValueError(str(error)) from None
+    lease = _seconds(lease_raw, "host.json funcplane.queues.messageLease")
     if lease < 1:
         raise ValueError("host.json funcplane.queues.messageLease: must be at least 1 second")
     functions: dict[str, QueueOverrides] = {}
