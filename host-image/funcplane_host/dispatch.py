@@ -147,8 +147,9 @@ class InvocationDispatcher:
             channel.in_flight -= 1
             in_flight.dec()
             metrics.child("invocations", name, outcome).inc()
-            metrics.child("duration", name).observe(time.perf_counter() - started)
-            services.concurrency.completed(definition, time.perf_counter() - started)
+            duration = time.perf_counter() - started
+            metrics.child("duration", name).observe(duration)
+            services.concurrency.completed(definition, duration)
             del self.active[invocation_id]
             self.finished.add(invocation_id, name)
             if not self.active:
