@@ -41,7 +41,7 @@ from funcplane_protocol import FunctionRpc_pb2 as rpc
 from funcplane_protocol import capabilities as caps
 
 if TYPE_CHECKING:
-    from funcplane_host.host import FunctionHost
+    from funcplane_host.services import ExtensionServices
 
 logger = logging.getLogger("Host.Concurrency")
 # /admin/concurrency field -> the Prometheus gauge that carries it, labelled by function.
@@ -59,7 +59,7 @@ UNBOUNDED = -1
 
 
 class HostConcurrency:
-    def __init__(self, host: FunctionHost, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, host: ExtensionServices, clock: Callable[[], float] = time.monotonic) -> None:
         self.host = host
         self.options: ScalingOptions = host.config.scaling
         self.dynamic = self.options.concurrency.dynamic_concurrency_enabled

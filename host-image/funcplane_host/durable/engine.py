@@ -36,7 +36,7 @@ from funcplane_protocol import FunctionRpc_pb2 as rpc
 
 if TYPE_CHECKING:
     from funcplane_host.app.functions import FunctionDefinition
-    from funcplane_host.host import FunctionHost
+    from funcplane_host.services import ExtensionServices
 
 logger = logging.getLogger("funcplane.host.durable")
 
@@ -162,7 +162,7 @@ def _failure_text(failure: InvocationFailed) -> str:
 
 
 class DurableEngine:
-    def __init__(self, host: FunctionHost, store: SqlStore, options: Options) -> None:
+    def __init__(self, host: ExtensionServices, store: SqlStore, options: Options) -> None:
         self.host = host
         self.store = store
         self.options = options

@@ -20,7 +20,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from funcplane_host.durable.engine import (
     ACTIVITY_TRIGGER,
@@ -30,11 +30,21 @@ from funcplane_host.durable.engine import (
     Options,
 )
 from funcplane_host.durable.store import DurableStoreError, SqliteStore, SqlStore
+from funcplane_host.services import ExtensionServices
 from funcplane_protocol import FunctionRpc_pb2 as rpc
 
 if TYPE_CHECKING:
     from funcplane_host.app.functions import FunctionDefinition
-    from funcplane_host.host import FunctionHost
+
+
+class DurableServices(ExtensionServices, Protocol):
+    """What the durable extension uses of the host besides the shared services."""
+
+    @property
+    def app_root(self) -> Path: ...
+    @property
+    def state(self) -> str: ...
+
 
 logger = logging.getLogger("funcplane.host.durable")
 
@@ -151,7 +161,7 @@ def uses_durable(definition: FunctionDefinition) -> bool:
 
 
 class DurableExtension:
-    def __init__(self, host: FunctionHost) -> None:
+    def __init__(self, host: DurableServices) -> None:
         self.host = host
         self.engine: DurableEngine | None = None
         self.error: str | None = None
