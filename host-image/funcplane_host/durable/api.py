@@ -153,7 +153,7 @@ class DurableApi:
             raise DurableRequestError(400, "timeout and pollingInterval must be numbers of seconds") from None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            row = await engine.store.instance(instance_id)
+            row = await engine.store.instance(instance_id, history=False)
             if row is not None and row.status in TERMINAL:
                 if row.status == "Completed":
                     return _json(parse_json_text(row.output))
@@ -194,14 +194,14 @@ class DurableApi:
             await engine.rewind(instance_id, reason)
             return _empty(202)
         if operation == "restart" and len(parts) == 2:
-            row = await engine.store.instance(instance_id)
+            row = await engine.store.instance(instance_id, history=False)
             if row is None:
                 raise DurableRequestError(404, f"no instance with id {instance_id!r}")
             new_id = None if _flag(request, "restartWithNewInstanceId", True) else instance_id
             if new_id == instance_id and row.status not in TERMINAL:
                 await engine.send_control(instance_id, "terminate", reason="restarted")
                 for _ in range(200):
-                    current = await engine.store.instance(instance_id)
+                    current = await engine.store.instance(instance_id, history=False)
                     if current is None or current.status in TERMINAL:
                         break
                     await asyncio.sleep(0.05)
@@ -210,11 +210,11 @@ class DurableApi:
         raise DurableRequestError(404, f"unknown instance operation {'/'.join(parts[1:])!r}")
 
     async def _status(self, engine: DurableEngine, request: web.Request, instance_id: str) -> web.Response:
-        row = await engine.store.instance(instance_id)
+        show_history = _flag(request, "showHistory", False)
+        row = await engine.store.instance(instance_id, history=show_history)
         if row is None:
             return _empty(404)
-        payload = status_payload(row, show_input=_flag(request, "showInput", True),
-                                 show_history=_flag(request, "showHistory", False),
+        payload = status_payload(row, show_input=_flag(request, "showInput", True), show_history=show_history,
                                  show_history_output=_flag(request, "showHistoryOutput", False))
         if row.status in _RUNNING:
             location = str(request.url)

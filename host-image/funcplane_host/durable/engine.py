@@ -57,6 +57,10 @@ TRANSIENT_RETRY_SECONDS = 1.0
 # completions gather, so replay takes at most about a quarter of the worker's time.
 GATHER_FACTOR = 3.0
 GATHER_LIMIT_SECONDS = 2.0
+# Rows of instances between episodes, with their history already encoded: the next episode
+# reuses them while the store holds the same version, instead of decoding and encoding the
+# whole history again (the cost that grows with every step of a long orchestration).
+HOT_INSTANCES = 512
 POLL_SECONDS = 0.2  # shared stores: how often a host looks for work other hosts left
 # The instance whose episode this task runs under a lease (shared stores); its commit is fenced.
 _LEASED: contextvars.ContextVar[str | None] = contextvars.ContextVar("durable_leased", default=None)
@@ -182,6 +186,8 @@ class DurableEngine:
         self._work_in_flight: set[int] = set()
         self._arrived: dict[str, int] = {}  # instance -> completions since its last episode began
         self._leases_held: set[str] = set()
+        # instance -> (its row as last committed here, the encoded history a Python orchestrator replays)
+        self._hot: dict[str, tuple[InstanceRow, list[str]]] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -350,7 +356,7 @@ class DurableEngine:
         if instance_id.startswith("@") or not instance_id.strip():
             raise DurableRequestError(400, f"instance id {instance_id!r} is not allowed (it must not be empty "
                                            "or start with '@')")
-        existing = await self.store.instance(instance_id)
+        existing = await self.store.instance(instance_id, history=False)
         if existing is not None and existing.status not in TERMINAL:
             raise DurableRequestError(409, f"an instance with id {instance_id!r} already exists and is "
                                            f"{existing.status}")
@@ -368,7 +374,7 @@ class DurableEngine:
 
     async def send_control(self, instance_id: str, kind: str, **fields: Any) -> InstanceRow:
         """Queue terminate / suspend / resume / an external event for an instance."""
-        row = await self.store.instance(instance_id)
+        row = await self.store.instance(instance_id, history=False)
         if row is None:
             raise DurableRequestError(404, f"no instance with id {instance_id!r}")
         if row.status in TERMINAL:
@@ -414,8 +420,11 @@ class DurableEngine:
 
     async def _orchestration_episode(self, instance_id: str) -> bool:
         now = time.time()
-        row, messages = await self.store.episode_input(instance_id, now, MESSAGE_BATCH)
+        hot_row, hot_replay = self._hot.pop(instance_id, (None, None))  # re-cached only after a commit
+        row, messages = await self.store.episode_input(instance_id, now, MESSAGE_BATCH, hot_row)
         if not messages:
+            if row is not None and row is hot_row and hot_replay is not None:
+                self._keep_hot(row, hot_replay)
             return False
         more = len(messages) >= MESSAGE_BATCH
         if row is None or row.status in TERMINAL:
@@ -491,18 +500,34 @@ class DurableEngine:
                 changes.instances.append(row)
             if consumed or episode.dirty:
                 await self._commit(changes, episode.wake, episode.work)
+            if not episode.dirty and row is hot_row and hot_replay is not None:
+                self._keep_hot(row, hot_replay)
             return more or leftover
         past = row.history
+        # What a Python orchestrator replays of the past, encoded: kept from the last episode, or
+        # encoded once from a history just read (stored events are all played).
+        python = self._sends_python_history(row)
+        if row is not hot_row or hot_replay is None or row.encoded is None:
+            row.encoded = [_encode(e) for e in past]
+            hot_replay = [text for e, text in zip(past, row.encoded) if _replayed(e, python)]
+        replay = hot_replay
         started = h.event(h.ORCHESTRATOR_STARTED, -1, episode.now)
         new_events = [started, *bookkeeping, *resuming]
         if resuming and not suspended and row.status not in TERMINAL:
-            outcome = await self._invoke_orchestrator(row, past, new_events)
+            outcome = await self._invoke_orchestrator(row, replay, new_events, python)
             self._apply_outcome(episode, outcome, new_events)
-        row.history = [] if episode.restarted else [*past, *new_events]
-        if row.history and row.status not in TERMINAL and row.history[-1]["EventType"] != h.ORCHESTRATOR_COMPLETED:
-            row.history.append(h.event(h.ORCHESTRATOR_COMPLETED, -1, episode.now))
-        for item in row.history:
-            item["IsPlayed"] = True
+        if episode.restarted:
+            row.history, row.encoded, replay = [], [], []
+        else:
+            if row.status not in TERMINAL and new_events[-1]["EventType"] != h.ORCHESTRATOR_COMPLETED:
+                new_events.append(h.event(h.ORCHESTRATOR_COMPLETED, -1, episode.now))
+            for item in new_events:
+                item["IsPlayed"] = True
+                text = _encode(item)
+                row.encoded.append(text)
+                if _replayed(item, python):
+                    replay.append(text)
+            past.extend(new_events)
         row.updated = time.time()
         changes.instances.append(row)
         await self._commit(changes, episode.wake, episode.work)
@@ -511,7 +536,18 @@ class DurableEngine:
             self._episode_cost.pop(instance_id, None)
         else:
             self._outstanding[instance_id] = sum(1 for t in row.state["tasks"].values() if t["kind"] != "timer")
+            self._keep_hot(row, replay)
         return more or leftover
+
+    def _keep_hot(self, row: InstanceRow, replay: list[str]) -> None:
+        if len(self._hot) >= HOT_INSTANCES:
+            del self._hot[next(iter(self._hot))]  # the least recently committed
+        self._hot[row.instance_id] = (row, replay)
+
+    def _sends_python_history(self, row: InstanceRow) -> bool:
+        """True when the orchestrator is a Python function that gets only the events its SDK reads."""
+        definition = self.functions(ORCHESTRATION_TRIGGER).get(row.name.lower())
+        return definition is not None and definition.language == "python" and not self.options.full_history
 
     def _task_outcome(self, episode: _Episode, task: dict[str, Any], body: dict[str, Any],
                       resuming: list[dict[str, Any]], bookkeeping: list[dict[str, Any]]) -> None:
@@ -579,20 +615,17 @@ class DurableEngine:
         episode.work.append(item)
         return [h.event(h.TASK_SCHEDULED, seq, episode.now, Name=call["name"], Version=None, Input=call.get("input"))]
 
-    async def _invoke_orchestrator(self, row: InstanceRow, past: list[dict[str, Any]],
-                                   new_events: list[dict[str, Any]]) -> dict[str, Any]:
+    async def _invoke_orchestrator(self, row: InstanceRow, replay: list[str], new_events: list[dict[str, Any]],
+                                   python: bool) -> dict[str, Any]:
+        """Run one episode of the orchestrator: `replay` is the past history as JSON texts, as sent."""
         definition = self.functions(ORCHESTRATION_TRIGGER).get(row.name.lower())
         if definition is None:
             return {"failed": f"The orchestrator function '{row.name}' doesn't exist, is disabled, or is not an "
                               "orchestrator function."}
-        replayed = [*past, *new_events]
-        if definition.language == "python" and not self.options.full_history:
-            replayed = [e for e in replayed if e["EventType"] not in PYTHON_SDK_UNREAD]
         context = {
-            "history": replayed,
             "input": h.parse_json_text(row.input),
             "instanceId": row.instance_id,
-            "isReplaying": bool(past),
+            "isReplaying": bool(row.history),
             "parentInstanceId": row.parent["instanceId"] if row.parent else None,
             "upperSchemaVersion": 1,
             "upperSchemaVersionNew": 2,
@@ -600,7 +633,11 @@ class DurableEngine:
             "maximumShortTimerDuration": MAX_SHORT_TIMER,
             "defaultHttpAsyncRequestSleepTimeMillseconds": 30000,
         }
-        invocation = Invocation.of_trigger(definition, rpc.TypedData(string=json.dumps(context)))
+        # The history goes in as text: the past's encoding is kept between episodes, only the
+        # new events are encoded here.
+        events = ",".join([*replay, *(_encode(e) for e in new_events if _replayed(e, python))])
+        text = json.dumps(context, separators=(",", ":"))[:-1] + ',"history":[' + events + "]}"
+        invocation = Invocation.of_trigger(definition, rpc.TypedData(string=text))
         try:
             response = await self.host.invoke(invocation)
         except InvocationFailed as failure:
@@ -759,6 +796,7 @@ class DurableEngine:
         kept = [e for e in row.history if e["EventType"] not in (h.TASK_FAILED, h.SUB_ORCHESTRATION_FAILED,
                                                                   h.EXECUTION_COMPLETED)]
         row.history = kept
+        row.encoded = None
         row.output = None
         episode.dirty = True
         for event in kept:
@@ -917,6 +955,15 @@ class DurableEngine:
             wake.add(op["parent"])
         await self._commit(changes, wake, [])
         return len(messages) >= self.options.entity_batch
+
+
+def _encode(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"))
+
+
+def _replayed(event: dict[str, Any], python: bool) -> bool:
+    """Whether an orchestrator is sent this event when it replays."""
+    return not python or event["EventType"] not in PYTHON_SDK_UNREAD
 
 
 def _last_time(history: list[dict[str, Any]]) -> float:
