@@ -252,3 +252,35 @@ def test_rewind_restart_and_call_http(durable_host: HostProcess) -> None:
 
     caller = start_orchestration(durable_host, "http_caller", f"{durable_host.base_url}/api/ping")
     assert wait_for(durable_host, caller)["output"] == {"status": 200, "content": "pong"}
+
+
+def test_pending_work_is_published_as_demand(start_host, tmp_path: Path) -> None:
+    # Azure's concurrency knobs hold the work back: 1 orchestrator episode and 2 activities at a time.
+    app = durable_app(DURABLE_V2, tmp_path)
+    host_json = json.loads((app / "host.json").read_text())
+    host_json["extensions"]["durableTask"].update(maxConcurrentOrchestratorFunctions=1,
+                                                  maxConcurrentActivityFunctions=2)
+    (app / "host.json").write_text(json.dumps(host_json))
+    host = start_host(app, env={"FUNCPLANE_STATE_DIR": str(tmp_path / "state"), "DURABLE_TEST_STATE": str(tmp_path),
+                                "FUNCTIONS_WORKER_RUNTIME": "python"}, wait_ready=False)
+    host.wait_ready(90)
+    orchestrations, activities = "durabletask/DurableTests/orchestrations", "durabletask/DurableTests/activities"
+
+    def demand() -> dict:
+        functions = host.get("/admin/concurrency", headers=ADMIN).json()["functions"]
+        return {name: (functions[name]["concurrency"], functions[name]["inFlight"], functions[name]["backlog"])
+                for name in (orchestrations, activities)}
+
+    started = [start_orchestration(host, "held", n) for n in range(5)]
+    # The first episode holds the only orchestrator slot: every instance's start waits.
+    host.wait_until(lambda: demand() == {orchestrations: (1, 1, 5), activities: (2, 0, 0)},
+                    "five pending orchestrations, one running")
+    (tmp_path / "gate-orchestrators").touch()
+    host.wait_until(lambda: demand() == {orchestrations: (1, 0, 0), activities: (2, 2, 5)},
+                    "five pending activities, two running")
+    metrics = host.get("/metrics").text
+    assert f'funcplane_queue_length{{function="{activities}"}} 5.0' in metrics
+    assert f'funcplane_function_concurrency_limit{{function="{orchestrations}"}} 1.0' in metrics
+    (tmp_path / "gate-activities").touch()
+    assert sorted(wait_for(host, instance)["output"] for instance in started) == [0, 1, 2, 3, 4]
+    host.wait_until(lambda: demand() == {orchestrations: (1, 0, 0), activities: (2, 0, 0)}, "no pending work")

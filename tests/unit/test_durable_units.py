@@ -32,6 +32,8 @@ def test_options_are_checked_by_name() -> None:
     options = options_from({"extensions": {"durableTask": {"maxConcurrentActivityFunctions": 7,
                                                            "funcplane": {"maxPayloadBytes": 1024}}}})
     assert (options.max_activities, options.payload_limit, options.full_history) == (7, 1024, False)
+    defaults = options_from({}, cores=4)  # Azure's defaults: 10 per core
+    assert (defaults.max_activities, defaults.max_orchestrations) == (40, 40)
     with pytest.raises(DurableConfigError, match="maxConcurrentOrchestratorFunctions"):
         options_from({"extensions": {"durableTask": {"maxConcurrentOrchestratorFunctions": 0}}})
     with pytest.raises(DurableConfigError, match="funcplane.fullHistory"):

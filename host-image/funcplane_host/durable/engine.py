@@ -61,6 +61,7 @@ GATHER_LIMIT_SECONDS = 2.0
 # reuses them while the store holds the same version, instead of decoding and encoding the
 # whole history again (the cost that grows with every step of a long orchestration).
 HOT_INSTANCES = 512
+PENDING_REFRESH_SECONDS = 2.0  # how often the hub's pending work is counted for the scaler
 POLL_SECONDS = 0.2  # shared stores: how often a host looks for work other hosts left
 # The instance whose episode this task runs under a lease (shared stores); its commit is fenced.
 _LEASED: contextvars.ContextVar[str | None] = contextvars.ContextVar("durable_leased", default=None)
@@ -181,6 +182,10 @@ class DurableEngine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
         self.counters = {"episodes": 0, "activities": 0, "entityBatches": 0}
+        # The hub's work waiting or running (counted in the store; None until first counted):
+        # instances and entities with messages due, and activity work items not yet finished.
+        self.pending: dict[str, int | None] = {"orchestrations": None, "activities": None}
+        self.activities_running = 0
         self._outstanding: dict[str, int] = {}  # instance -> calls it is waiting on
         self._episode_cost: dict[str, float] = {}  # instance -> seconds its last episode took
         self._work_in_flight: set[int] = set()
@@ -196,7 +201,8 @@ class DurableEngine:
         if self.store.shared:
             # Other hosts share the hub: pending work is claimed by polling, not taken wholesale.
             self._loops = [loop.create_task(self._dispatch()), loop.create_task(self._fire_timers()),
-                           loop.create_task(self._poll_shared()), loop.create_task(self._renew_leases())]
+                           loop.create_task(self._poll_shared()), loop.create_task(self._renew_leases()),
+                           loop.create_task(self._count_pending())]
             return
         work, inboxes = await self.store.recovery()
         now = time.time()
@@ -207,8 +213,8 @@ class DurableEngine:
                 self._arm(visible_at, instance_id)
         for item in work:
             self._spawn(self._run_work(item))
-        self._loops = [asyncio.get_running_loop().create_task(self._dispatch()),
-                       asyncio.get_running_loop().create_task(self._fire_timers())]
+        self._loops = [loop.create_task(self._dispatch()), loop.create_task(self._fire_timers()),
+                       loop.create_task(self._count_pending())]
         if work or inboxes:
             logger.info("durable hub %s: resumed %d work items, %d inboxes", self.store.hub, len(work), len(inboxes))
 
@@ -216,6 +222,21 @@ class DurableEngine:
         for task in [*self._loops, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
+
+    @property
+    def episodes_running(self) -> int:
+        return len(self._running)
+
+    async def _count_pending(self) -> None:
+        while True:
+            try:
+                orchestrations, activities = await self.store.pending(time.time())
+                self.pending = {"orchestrations": orchestrations, "activities": activities}
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - the figures go stale; the next round retries
+                logger.warning("durable hub %s: counting pending work failed: %s", self.store.hub, error)
+            await asyncio.sleep(PENDING_REFRESH_SECONDS)
 
     def _spawn(self, work: Any) -> None:
         # A fresh context: work started from an episode must not inherit its instance lease.
@@ -856,7 +877,12 @@ class DurableEngine:
         while True:
             try:
                 async with self._activity_slots:
-                    outcome = await (self._call_http(body) if body["kind"] == "http" else self._call_activity(body))
+                    self.activities_running += 1
+                    try:
+                        outcome = await (self._call_http(body) if body["kind"] == "http"
+                                         else self._call_activity(body))
+                    finally:
+                        self.activities_running -= 1
                 break
             except _Transient as error:
                 logger.warning("activity %s of %s: %s; trying again", body["name"], item.instance_id, error)

@@ -352,6 +352,14 @@ class SqlStore:
             return work, inboxes
         return await self.run(read)
 
+    async def pending(self, now: float) -> tuple[int, int]:
+        """(instances and entities with messages due, activity work items not finished) of the hub."""
+        def read(conn: Any) -> tuple[int, int]:
+            instances = conn.execute("SELECT COUNT(DISTINCT instance_id) FROM messages WHERE visible_at <= ?",
+                                     (now,)).fetchone()[0]
+            return int(instances), int(conn.execute("SELECT COUNT(*) FROM work").fetchone()[0])
+        return await self.run(read)
+
     async def next_visible(self, instance_id: str) -> float | None:
         def read(conn: Any) -> float | None:
             row = conn.execute("SELECT MIN(visible_at) FROM messages WHERE instance_id = ?", (instance_id,)).fetchone()
