@@ -123,6 +123,17 @@ def test_entities_from_orchestrators_and_clients(durable_host: HostProcess) -> N
     assert durable_host.get("/api/client/nobody/entity").json() == {"exists": False, "state": None}
     assert api(durable_host, "GET", "/entities/counter/first").json() == 15
     assert api(durable_host, "GET", "/entities/counter/nobody").status == 404
+    # Entity queries: by name, with state on request, a page at a time.
+    listed = api(durable_host, "GET", "/entities/counter?fetchState=true").json()
+    assert [(e["entityId"], e["state"]) for e in listed] == [
+        ({"name": "counter", "key": "first"}, 15), ({"name": "counter", "key": "second"}, 7)]
+    assert all(e["lastOperationTime"].endswith("Z") and "state" not in e
+               for e in api(durable_host, "GET", "/entities/counter").json())
+    first_page = api(durable_host, "GET", "/entities/?top=1")
+    token = first_page.headers["x-ms-continuation-token"]
+    second_page = api(durable_host, "GET", "/entities/?top=1", headers={"x-ms-continuation-token": token})
+    assert [e["entityId"]["key"] for e in first_page.json() + second_page.json()] == ["first", "second"]
+    assert api(durable_host, "GET", "/entities/counter?lastOperationTimeFrom=2999-01-01T00:00:00Z").json() == []
 
 
 def test_custom_status_suspend_resume_terminate_and_purge(durable_host: HostProcess) -> None:
@@ -249,6 +260,9 @@ def test_rewind_restart_and_call_http(durable_host: HostProcess) -> None:
     restarted = api(durable_host, "POST", f"/instances/{first}/restart")
     assert restarted.status == 202 and restarted.json()["id"] != first
     assert wait_for(durable_host, restarted.json()["id"])["output"] == ["Hello Bern!"]
+    again = api(durable_host, "POST", f"/instances/{first}/restart?restartWithNewInstanceId=False")
+    assert again.status == 202 and again.json()["id"] == first  # the same id runs again from its input
+    assert wait_for(durable_host, first)["output"] == ["Hello Bern!"]
 
     caller = start_orchestration(durable_host, "http_caller", f"{durable_host.base_url}/api/ping")
     assert wait_for(durable_host, caller)["output"] == {"status": 200, "content": "pong"}

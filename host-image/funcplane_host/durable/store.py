@@ -342,6 +342,22 @@ class SqlStore:
             return (row is not None, row[0] if row else None)
         return await self.run(read)
 
+    async def entities(self, *, prefix: str, updated_from: float | None, updated_to: float | None,
+                       after: str | None, top: int | None) -> list[tuple[str, str | None, float]]:
+        """(entity id, state, last operation time) of existing entities whose id starts with `prefix`."""
+        clauses, params = ["entity_id >= ?", "entity_id < ?"], [prefix, prefix + "\U0010ffff"]
+        for clause, value in (("updated >= ?", updated_from), ("updated <= ?", updated_to), ("entity_id > ?", after)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        limit = f"LIMIT {int(top)}" if top else ""
+
+        def read(conn: Any) -> list[tuple[str, str | None, float]]:
+            return [(r[0], r[1], float(r[2])) for r in conn.execute(
+                f"SELECT entity_id, state, updated FROM entities WHERE {' AND '.join(clauses)} "
+                f"ORDER BY entity_id {limit}", params)]
+        return await self.run(read)
+
     async def recovery(self) -> tuple[list[WorkItem], list[tuple[str, float]]]:
         """Pending work, and (instance, earliest visible time) of every inbox, for a restart."""
         def read(conn: Any) -> tuple[list[WorkItem], list[tuple[str, float]]]:
