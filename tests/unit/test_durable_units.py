@@ -100,3 +100,28 @@ def test_store_reuses_the_row_it_committed_and_reads_summaries_without_history(t
         store.close()
 
     asyncio.run(scenario())
+
+
+def test_rows_kept_between_episodes_are_bounded_by_count_and_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from funcplane_host.durable import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "HOT_INSTANCES", 3)
+    monkeypatch.setattr(engine_module, "HOT_CHARACTERS", 100)
+    engine = engine_module.DurableEngine(None, None, engine_module.Options())  # type: ignore[arg-type]
+
+    def keep(instance_id: str, characters: int) -> None:
+        row = InstanceRow(instance_id, "orch", "e", "Running", None, None, None, 1.0, 1.0, None, [], {})
+        row.encoded = ["x" * characters]
+        engine._keep_hot(row, [])
+
+    for name in ("a", "b", "c", "d"):
+        keep(name, 10)
+    assert list(engine._hot) == ["b", "c", "d"]  # the oldest goes at the count limit
+    keep("e", 20)
+    keep("f", 20)
+    keep("g", 20)
+    assert list(engine._hot) == ["e", "f", "g"] and engine._hot_characters == 60
+    keep("huge", 30)  # over a quarter of the budget: not kept
+    assert "huge" not in engine._hot
+    row, _ = engine._take_hot("f")
+    assert row is not None and row.instance_id == "f" and engine._hot_characters == 40

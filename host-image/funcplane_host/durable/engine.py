@@ -61,6 +61,7 @@ GATHER_LIMIT_SECONDS = 2.0
 # reuses them while the store holds the same version, instead of decoding and encoding the
 # whole history again (the cost that grows with every step of a long orchestration).
 HOT_INSTANCES = 512
+HOT_CHARACTERS = 32_000_000  # and at most this much encoded history (about 3x that in memory)
 PENDING_REFRESH_SECONDS = 2.0  # how often the hub's pending work is counted for the scaler
 POLL_SECONDS = 0.2  # shared stores: how often a host looks for work other hosts left
 # The instance whose episode this task runs under a lease (shared stores); its commit is fenced.
@@ -192,7 +193,8 @@ class DurableEngine:
         self._arrived: dict[str, int] = {}  # instance -> completions since its last episode began
         self._leases_held: set[str] = set()
         # instance -> (its row as last committed here, the encoded history a Python orchestrator replays)
-        self._hot: dict[str, tuple[InstanceRow, list[str]]] = {}
+        self._hot: dict[str, tuple[InstanceRow, list[str], int]] = {}  # ..., its encoded size
+        self._hot_characters = 0
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -441,7 +443,7 @@ class DurableEngine:
 
     async def _orchestration_episode(self, instance_id: str) -> bool:
         now = time.time()
-        hot_row, hot_replay = self._hot.pop(instance_id, (None, None))  # re-cached only after a commit
+        hot_row, hot_replay = self._take_hot(instance_id)  # kept again only after a commit
         row, messages = await self.store.episode_input(instance_id, now, MESSAGE_BATCH, hot_row)
         if not messages:
             if row is not None and row is hot_row and hot_replay is not None:
@@ -560,10 +562,19 @@ class DurableEngine:
             self._keep_hot(row, replay)
         return more or leftover
 
+    def _take_hot(self, instance_id: str) -> tuple[InstanceRow | None, list[str] | None]:
+        row, replay, size = self._hot.pop(instance_id, (None, None, 0))
+        self._hot_characters -= size
+        return row, replay
+
     def _keep_hot(self, row: InstanceRow, replay: list[str]) -> None:
-        if len(self._hot) >= HOT_INSTANCES:
-            del self._hot[next(iter(self._hot))]  # the least recently committed
-        self._hot[row.instance_id] = (row, replay)
+        size = sum(map(len, row.encoded or ()))
+        if size > HOT_CHARACTERS // 4:
+            return  # one huge history would push out all others; it is read from the store instead
+        while self._hot and (len(self._hot) >= HOT_INSTANCES or self._hot_characters + size > HOT_CHARACTERS):
+            self._take_hot(next(iter(self._hot)))  # the least recently committed
+        self._hot[row.instance_id] = (row, replay, size)
+        self._hot_characters += size
 
     def _sends_python_history(self, row: InstanceRow) -> bool:
         """True when the orchestrator is a Python function that gets only the events its SDK reads."""
