@@ -14,6 +14,7 @@ import pytest
 
 from conftest import MASTER_KEY, HostProcess, launch_host
 from durable_support import DURABLE_V1, DURABLE_V2, durable_app, start_orchestration, status, wait_for
+from funcplane_host.durable.history import parse_time
 
 WEBHOOK = "/runtime/webhooks/durabletask"
 ADMIN = {"x-functions-key": MASTER_KEY}
@@ -88,6 +89,24 @@ def test_human_interaction_event_and_timeout(durable_host: HostProcess) -> None:
 def test_durable_timer_replays_time_deterministically(durable_host: HostProcess) -> None:
     done = wait_for(durable_host, start_orchestration(durable_host, "sleeper"))
     assert done["output"] == {"elapsedAtLeastOne": True, "uuidStable": True}
+
+
+def test_schema_v3_is_negotiated_and_long_timers_are_split(durable_host: HostProcess) -> None:
+    # The host offers schema V3 (upperSchemaVersionNew) with Azure Storage's timer limits, as Azure
+    # does: the SDK then splits a 7-day timer and schedules its first 3-day part.
+    instance = start_orchestration(durable_host, "long_wait")
+
+    def first_timer() -> dict | None:
+        events = status(durable_host, instance, "showHistory=true")["historyEvents"]
+        return next((e for e in events if e["EventType"] == "TimerCreated"), None)
+
+    durable_host.wait_until(lambda: first_timer() is not None, "the first timer")
+    timer = first_timer()
+    assert timer is not None
+    created = parse_time(status(durable_host, instance)["createdTime"])
+    assert abs(parse_time(timer["FireAt"]) - created - 3 * 86400) < 60, timer
+    assert api(durable_host, "POST", f"/instances/{instance}/terminate?reason=done").status == 202
+    assert wait_for(durable_host, instance)["runtimeStatus"] == "Terminated"
 
 
 def test_retries_run_in_the_host(durable_host: HostProcess) -> None:

@@ -248,3 +248,11 @@ def held(context: df.DurableOrchestrationContext):
 def gated(value: int) -> int:
     _wait_for_gate("activities")
     return value
+
+
+@app.orchestration_trigger(context_name="context")
+def long_wait(context: df.DurableOrchestrationContext):
+    # Longer than the longest single timer the host advertises (6 days): with replay schema V3 the
+    # SDK waits in a chain of 3-day timers.
+    yield context.create_timer(context.current_utc_datetime + timedelta(days=7))
+    return "woke"
