@@ -77,6 +77,9 @@ class HostConcurrency:
         self._freed: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self.queue_lengths: dict[str, int] = {}  # function -> approximate backlog (queue listeners)
+        # Demand that is no single function's (a durable task hub's pending work): each source gives
+        # entries shaped like a queue function's, published beside the functions for the scaler.
+        self.demand_sources: list[Callable[[], dict[str, dict[str, Any]]]] = []
         self.snapshots: BlobSnapshotStore | None = None
         self.snapshot_info: dict[str, Any] = {"enabled": False, "applied": {}, "lastWritten": None}
         concurrency = self.options.concurrency
@@ -281,6 +284,8 @@ class HostConcurrency:
             if entry["trigger"] == "queue":
                 entry["backlog"] = self.queue_lengths.get(definition.name)
             functions[definition.name] = entry
+        for source in self.demand_sources:
+            functions.update(source())
         return functions
 
     def as_json(self) -> dict[str, Any]:
