@@ -42,7 +42,11 @@ class WorkerChannel:
         self.in_flight = 0
         self.pid: int | None = None
         self._loop = asyncio.get_running_loop()
-        self._outbound: asyncio.Queue[StreamingMessage | None] = asyncio.Queue()
+        # Messages waiting while another one is being written (gRPC takes one write at a time),
+        # each with the future of its invocation, if it is an InvocationRequest.
+        self._backlog: collections.deque[tuple[StreamingMessage, asyncio.Future[Any] | None]] = collections.deque()
+        self._writing = False
+        self._writes_closed = False
         self._connected: asyncio.Future[None] = self._loop.create_future()
         self._stream_done: asyncio.Future[None] = self._loop.create_future()
         self._by_kind: dict[str, collections.deque[asyncio.Future[Any]]] = collections.defaultdict(collections.deque)
@@ -50,7 +54,6 @@ class WorkerChannel:
         self._invocations: dict[str, asyncio.Future[Any]] = {}
         self._on_log = on_log
         self._context: Any = None
-        self._write_lock = asyncio.Lock()
         self.failure: str | None = None
 
     # ---- stream side (called by the gRPC servicer) --------------------------------------
@@ -61,7 +64,7 @@ class WorkerChannel:
             raise RuntimeError(f"worker {self.worker_id} opened a second stream")
         self._context = context
         self._connected.set_result(None)
-        writer = asyncio.create_task(self._write_loop(context))
+        self._start_writing()
         try:
             while True:
                 message = await context.read()
@@ -71,18 +74,48 @@ class WorkerChannel:
         except (asyncio.CancelledError, Exception) as error:  # stream broken: the worker is gone
             logger.debug("stream of worker %s ended: %r", self.worker_id, error)
         finally:
-            writer.cancel()
+            self._writes_closed = True
             if not self._stream_done.done():
                 self._stream_done.set_result(None)
 
-    async def _write_loop(self, context: Any) -> None:
-        queue = self._outbound
-        while True:
-            message = await queue.get()
-            if message is None:
+    async def _write(self, message: StreamingMessage, future: asyncio.Future[Any] | None) -> None:
+        """Queue `message`; if no write is under way, write the queue now, in this coroutine (no
+        task switch on the hot path). Messages go out in the order they were queued."""
+        self._backlog.append((message, future))
+        if self._writing or self._context is None:
+            return
+        self._writing = True
+        await self._write_backlog()
+
+    def _start_writing(self) -> None:
+        if self._backlog and not self._writing and self._context is not None:
+            self._writing = True
+            self._loop.create_task(self._write_backlog())
+
+    async def _write_backlog(self) -> None:
+        backlog = self._backlog
+        try:
+            while backlog:
+                await self._write_one(*backlog.popleft())
+        finally:
+            self._writing = False
+            self._start_writing()  # left over if this writer was cancelled
+
+    async def _write_one(self, message: StreamingMessage, future: asyncio.Future[Any] | None) -> None:
+        if self._writes_closed:
+            error: Exception = WorkerUnavailable(self.failure or f"the stream of worker {self.worker_id} is closed")
+        else:
+            try:
+                await self._context.write(message)
                 return
-            async with self._write_lock:
-                await context.write(message)
+            except Exception as write_error:  # the stream broke under us: the worker is going away
+                error = WorkerUnavailable(self.failure or f"writing to worker {self.worker_id} failed: {write_error!r}")
+        if future is not None:
+            self._invocations.pop(message.invocation_request.invocation_id, None)
+            if not future.done():
+                future.set_exception(error)
+        else:
+            logger.debug("message to worker %s dropped: %s", self.worker_id, error)
 
     def dispatch(self, message: StreamingMessage) -> None:
         kind = message.WhichOneof("content")
@@ -130,7 +163,8 @@ class WorkerChannel:
     def send(self, message: StreamingMessage) -> None:
         if self.failure is not None:
             raise WorkerUnavailable(self.failure)
-        self._outbound.put_nowait(message)
+        self._backlog.append((message, None))
+        self._start_writing()
 
     async def request(self, message: StreamingMessage, response_kind: str, timeout: float) -> Any:
         future: asyncio.Future[Any] = self._loop.create_future()
@@ -145,22 +179,16 @@ class WorkerChannel:
         return await asyncio.wait_for(future, timeout)
 
     async def start_invocation(self, message: StreamingMessage) -> asyncio.Future[Any]:
-        """Write a StreamingMessage holding an InvocationRequest; the returned future resolves with
-        the InvocationResponse.
+        """Send a StreamingMessage holding an InvocationRequest; the returned future resolves with
+        the InvocationResponse (or WorkerUnavailable if the message could not be written).
 
-        Written directly rather than through the outbound queue: one task switch less on the
-        hot path."""
+        Written by the caller itself when the stream is idle (no task switch on the hot path);
+        behind a write under way it only queues (no lock to wait on)."""
         if self.failure is not None or self._context is None:
             raise WorkerUnavailable(self.failure or f"worker {self.worker_id} has no stream")
         future: asyncio.Future[Any] = self._loop.create_future()
-        invocation_id = message.invocation_request.invocation_id
-        self._invocations[invocation_id] = future
-        try:
-            async with self._write_lock:
-                await self._context.write(message)
-        except Exception as error:  # the stream broke under us: the worker is going away
-            self._invocations.pop(invocation_id, None)
-            raise WorkerUnavailable(self.failure or f"writing to worker {self.worker_id} failed: {error!r}") from None
+        self._invocations[message.invocation_request.invocation_id] = future
+        await self._write(message, future)
         return future
 
     def pending_invocations(self) -> list[str]:
@@ -183,10 +211,12 @@ class WorkerChannel:
         for future in waiting:
             if not future.done():
                 future.set_exception(error)
-        self._outbound.put_nowait(None)
+        self.close_stream()
 
     def close_stream(self) -> None:
-        self._outbound.put_nowait(None)
+        """Write nothing more (what waits is dropped)."""
+        self._writes_closed = True
+        self._backlog.clear()
 
 
 _EOF = object()
