@@ -42,10 +42,7 @@ class WorkerChannel:
         self.in_flight = 0
         self.pid: int | None = None
         self._loop = asyncio.get_running_loop()
-        # Messages waiting while another one is being written (gRPC takes one write at a time),
-        # each with the future of its invocation, if it is an InvocationRequest.
-        self._backlog: collections.deque[tuple[StreamingMessage, asyncio.Future[Any] | None]] = collections.deque()
-        self._writing = False
+        self._backlog: list[StreamingMessage] = []  # sent before the worker's stream attached
         self._writes_closed = False
         self._connected: asyncio.Future[None] = self._loop.create_future()
         self._stream_done: asyncio.Future[None] = self._loop.create_future()
@@ -53,69 +50,30 @@ class WorkerChannel:
         self._loads: dict[str, asyncio.Future[Any]] = {}
         self._invocations: dict[str, asyncio.Future[Any]] = {}
         self._on_log = on_log
-        self._context: Any = None
+        self._stream: Any = None  # the call's GrpcStream (funcplane_protocol.http2)
         self.failure: str | None = None
 
     # ---- stream side (called by the gRPC servicer) --------------------------------------
 
-    async def serve(self, context: Any) -> None:
-        """Pump messages both ways on an attached stream until either side ends."""
+    def attach(self, stream: Any) -> bool:
+        """Take the worker's call (a GrpcStream): its messages come to `dispatch`, ours go out on
+        it. False if the worker already has one."""
         if self._connected.done():
-            raise RuntimeError(f"worker {self.worker_id} opened a second stream")
-        self._context = context
+            return False
+        self._stream = stream
+        stream.on_message = self.dispatch
+        stream.on_end = self._stream_ended
         self._connected.set_result(None)
-        self._start_writing()
-        try:
-            while True:
-                message = await context.read()
-                if message is None or message is _EOF:
-                    break
-                self.dispatch(message)
-        except (asyncio.CancelledError, Exception) as error:  # stream broken: the worker is gone
-            logger.debug("stream of worker %s ended: %r", self.worker_id, error)
-        finally:
-            self._writes_closed = True
-            if not self._stream_done.done():
-                self._stream_done.set_result(None)
+        for message in self._backlog:
+            stream.send(message)
+        self._backlog.clear()
+        return True
 
-    async def _write(self, message: StreamingMessage, future: asyncio.Future[Any] | None) -> None:
-        """Queue `message`; if no write is under way, write the queue now, in this coroutine (no
-        task switch on the hot path). Messages go out in the order they were queued."""
-        self._backlog.append((message, future))
-        if self._writing or self._context is None:
-            return
-        self._writing = True
-        await self._write_backlog()
-
-    def _start_writing(self) -> None:
-        if self._backlog and not self._writing and self._context is not None:
-            self._writing = True
-            self._loop.create_task(self._write_backlog())
-
-    async def _write_backlog(self) -> None:
-        backlog = self._backlog
-        try:
-            while backlog:
-                await self._write_one(*backlog.popleft())
-        finally:
-            self._writing = False
-            self._start_writing()  # left over if this writer was cancelled
-
-    async def _write_one(self, message: StreamingMessage, future: asyncio.Future[Any] | None) -> None:
-        if self._writes_closed:
-            error: Exception = WorkerUnavailable(self.failure or f"the stream of worker {self.worker_id} is closed")
-        else:
-            try:
-                await self._context.write(message)
-                return
-            except Exception as write_error:  # the stream broke under us: the worker is going away
-                error = WorkerUnavailable(self.failure or f"writing to worker {self.worker_id} failed: {write_error!r}")
-        if future is not None:
-            self._invocations.pop(message.invocation_request.invocation_id, None)
-            if not future.done():
-                future.set_exception(error)
-        else:
-            logger.debug("message to worker %s dropped: %s", self.worker_id, error)
+    def _stream_ended(self, error: Exception | None) -> None:
+        logger.debug("stream of worker %s ended: %r", self.worker_id, error)
+        self._writes_closed = True
+        if not self._stream_done.done():
+            self._stream_done.set_result(None)
 
     def dispatch(self, message: StreamingMessage) -> None:
         kind = message.WhichOneof("content")
@@ -163,8 +121,12 @@ class WorkerChannel:
     def send(self, message: StreamingMessage) -> None:
         if self.failure is not None:
             raise WorkerUnavailable(self.failure)
-        self._backlog.append((message, None))
-        self._start_writing()
+        if self._writes_closed:
+            return
+        if self._stream is None:
+            self._backlog.append(message)
+        else:
+            self._stream.send(message)
 
     async def request(self, message: StreamingMessage, response_kind: str, timeout: float) -> Any:
         future: asyncio.Future[Any] = self._loop.create_future()
@@ -180,15 +142,13 @@ class WorkerChannel:
 
     async def start_invocation(self, message: StreamingMessage) -> asyncio.Future[Any]:
         """Send a StreamingMessage holding an InvocationRequest; the returned future resolves with
-        the InvocationResponse (or WorkerUnavailable if the message could not be written).
-
-        Written by the caller itself when the stream is idle (no task switch on the hot path);
-        behind a write under way it only queues (no lock to wait on)."""
-        if self.failure is not None or self._context is None:
+        the InvocationResponse, or fails with WorkerUnavailable when the worker goes away first.
+        The message is written at the end of this loop turn, with whatever else was sent in it."""
+        if self.failure is not None or self._stream is None or self._writes_closed:
             raise WorkerUnavailable(self.failure or f"worker {self.worker_id} has no stream")
         future: asyncio.Future[Any] = self._loop.create_future()
         self._invocations[message.invocation_request.invocation_id] = future
-        await self._write(message, future)
+        self._stream.send(message)
         return future
 
     def pending_invocations(self) -> list[str]:
@@ -217,12 +177,5 @@ class WorkerChannel:
         """Write nothing more (what waits is dropped)."""
         self._writes_closed = True
         self._backlog.clear()
-
-
-_EOF = object()
-try:  # grpc.aio signals end-of-stream with a sentinel object
-    from grpc.aio import EOF as _GRPC_EOF
-
-    _EOF = _GRPC_EOF
-except ImportError:  # pragma: no cover - older grpc
-    pass
+        if self._stream is not None:
+            self._stream.discard_queued()
