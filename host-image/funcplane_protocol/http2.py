@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,7 @@ from urllib.parse import quote, unquote
 
 from funcplane_protocol import FunctionRpc_pb2 as pb
 
+logger = logging.getLogger("funcplane.http2")
 EVENT_STREAM_PATH = f"/{pb.DESCRIPTOR.services_by_name['FunctionRpc'].full_name}/EventStream"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -186,7 +188,9 @@ def grpc_message_text(text: str) -> str:
 
 
 def trailers(status: int, message: str = "") -> bytes:
+    """The trailers ending a call; the message is cut so that they fit one frame."""
     fields = [("grpc-status", str(status))]
+    message = message[:2000]
     if message:
         fields.append(("grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")))
     return encode_headers(fields)
@@ -292,7 +296,8 @@ class GrpcConnection(asyncio.Protocol):
             self._receive(data)
         except CallEnded as error:
             self.abort(error)
-        except Exception as error:  # a malformed frame or message: the connection cannot go on
+        except Exception as error:  # a malformed frame or message, or a failing handler of one
+            logger.exception("HTTP/2 connection aborted")
             self.abort(CallEnded(f"the peer sent something unreadable: {error!r}"))
 
     # -- reading
