@@ -1,61 +1,153 @@
-"""The host side of FunctionRpc.EventStream on 127.0.0.1: each stream is routed to its worker's
-channel by the worker id in the StartStream message."""
+"""The host side of FunctionRpc.EventStream on 127.0.0.1: each call is routed to its worker's
+channel by the worker id in the StartStream message.
+
+The server end of funcplane_protocol.http2: gRPC over HTTP/2 handled on the event loop, so a
+message from a worker reaches its channel within `data_received` and an InvocationRequest is
+written without leaving the loop (grpc.aio cost two thread hand-offs per message). Any gRPC
+client connects as to a grpcio server; the one method served is EventStream.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
-import grpc
-
-from funcplane_protocol import FunctionRpc_pb2_grpc as rpc_grpc
+from funcplane_protocol.http2 import (
+    END_HEADERS, END_STREAM, EVENT_STREAM_PATH, GOAWAY, HEADERS, NO_ERROR, PREFACE, CallEnded, GrpcConnection,
+    HUFFMAN_CODED, GrpcStream, HeaderDecoder, encode_headers, frame, trailers,
+)
 from funcplane_host.workers.channel import WorkerChannel
 
 logger = logging.getLogger("funcplane.host.grpc")
-_UNLIMITED = -1
+
+_RESPONSE_HEADERS = encode_headers([(":status", "200"), ("content-type", "application/grpc")])
+NOT_FOUND, FAILED_PRECONDITION, UNIMPLEMENTED, ALREADY_EXISTS = 5, 9, 12, 6
 
 
-class EventStreamServicer(rpc_grpc.FunctionRpcServicer):
-    def __init__(self) -> None:
-        self.channels: dict[str, WorkerChannel] = {}
+class EventStreamServerConnection(GrpcConnection):
+    """One worker's connection; its calls are EventStreams."""
 
-    async def EventStream(self, request_iterator: Any, context: Any) -> None:  # noqa: N802 (gRPC name)
-        first = await context.read()
-        if first is grpc.aio.EOF:
+    def __init__(self, server: GrpcServer) -> None:
+        super().__init__()
+        self._server = server
+        self._preface = bytearray()
+        self._preface_done = False
+        self._decoder = HeaderDecoder()
+        self._last_stream = 0
+
+    def _start(self) -> None:
+        self._server.connections.add(self)
+        self.write(self._local_settings())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.discard(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._preface_done:
+            self._preface += data
+            if len(self._preface) < len(PREFACE):
+                return
+            if bytes(self._preface[:len(PREFACE)]) != PREFACE:
+                self.abort(CallEnded("not an HTTP/2 client: the connection preface is missing"))
+                return
+            self._preface_done = True
+            data = bytes(self._preface[len(PREFACE):])
+            self._preface = bytearray()
+            if not data:
+                return
+        super().data_received(data)
+
+    def _on_headers(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+        try:
+            path = dict(self._decoder.decode(block)).get(":path", EVENT_STREAM_PATH)
+        except (ValueError, IndexError):  # a header coding this decoder does not read
+            path = EVENT_STREAM_PATH
+        if path == HUFFMAN_CODED:  # cannot tell: take it for the one method served
+            path = EVENT_STREAM_PATH
+        stream = self.streams.get(stream_id)
+        if stream is not None:  # trailers from a client: the end of its side
+            if end_stream:
+                self._remote_closed(stream)
             return
-        if first.WhichOneof("content") != "start_stream":
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message must be StartStream")
-        worker_id = first.start_stream.worker_id
-        channel = self.channels.get(worker_id)
+        if stream_id % 2 == 0 or stream_id <= self._last_stream:
+            return  # not a new client stream; nothing of ours to answer
+        self._last_stream = stream_id
+        stream = GrpcStream(self, stream_id, None)
+        stream.closing = lambda: True  # the final frame (trailers) is set when the call ends
+        self.streams[stream_id] = stream
+        self.write(frame(HEADERS, END_HEADERS, stream_id, _RESPONSE_HEADERS))
+        if path != EVENT_STREAM_PATH:
+            finish(stream, UNIMPLEMENTED, f"method {path} is not served here; only {EVENT_STREAM_PATH}")
+            return
+        stream.on_message = lambda message: self._first_message(stream, message)
+        if end_stream:
+            self._remote_closed(stream)
+
+    def _first_message(self, stream: GrpcStream, message: Any) -> None:
+        stream.on_message = None
+        if message.WhichOneof("content") != "start_stream":
+            finish(stream, FAILED_PRECONDITION, "the first message must be StartStream")
+            return
+        worker_id = message.start_stream.worker_id
+        channel = self._server.channels.get(worker_id)
         if channel is None:
             logger.warning("stream from unknown worker id %r refused", worker_id)
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no worker with id {worker_id!r} was started by this host")
-        await channel.serve(context)
+            finish(stream, NOT_FOUND, f"no worker with id {worker_id!r} was started by this host")
+            return
+        if not channel.attach(stream):
+            finish(stream, ALREADY_EXISTS, f"worker {worker_id} opened a second stream")
+
+    def _remote_closed(self, stream: GrpcStream) -> None:
+        # The worker closed its side: the call ends with OK, as when a servicer returns.
+        if stream.final_frame is None:
+            finish(stream, 0)
+
+    def _local_closed(self, stream: GrpcStream) -> None:
+        stream.end(None)  # trailers are out: the call is over for both sides
+
+    def goaway(self) -> None:
+        self.write(frame(GOAWAY, 0, 0, self._last_stream.to_bytes(4, "big") + NO_ERROR.to_bytes(4, "big")))
+
+
+def finish(stream: GrpcStream, status: int, message: str = "") -> None:
+    """End the call with trailers carrying `status`, once what is queued for it is written."""
+    if stream.final_frame is None:
+        stream.final_frame = frame(HEADERS, END_HEADERS | END_STREAM, stream.stream_id, trailers(status, message))
+        stream.connection.schedule_flush()
 
 
 class GrpcServer:
     def __init__(self) -> None:
-        self.servicer = EventStreamServicer()
+        self.channels: dict[str, WorkerChannel] = {}
+        self.connections: set[EventStreamServerConnection] = set()
         self.port = 0
-        self._server: Any = None
+        self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> int:
-        self._server = grpc.aio.server(options=[
-            ("grpc.max_send_message_length", _UNLIMITED),
-            ("grpc.max_receive_message_length", _UNLIMITED),
-            ("grpc.http2.bdp_probe", 0),
-        ])
-        rpc_grpc.add_FunctionRpcServicer_to_server(self.servicer, self._server)
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
-        await self._server.start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: EventStreamServerConnection(self), "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
     def register(self, channel: WorkerChannel) -> None:
-        self.servicer.channels[channel.worker_id] = channel
+        self.channels[channel.worker_id] = channel
 
     def unregister(self, channel: WorkerChannel) -> None:
-        self.servicer.channels.pop(channel.worker_id, None)
+        self.channels.pop(channel.worker_id, None)
 
     async def stop(self, grace: float) -> None:
-        if self._server is not None:
-            await self._server.stop(grace)
+        if self._server is None:
+            return
+        self._server.close()
+        for connection in list(self.connections):
+            connection.goaway()
+            for stream in list(connection.streams.values()):
+                finish(stream, 0)
+            connection.flush()
+        if grace > 0 and self.connections:
+            await asyncio.sleep(min(grace, 0.1))
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()

@@ -1,13 +1,15 @@
 """The worker's side of FunctionRpc.EventStream: one handler per message the host sends.
 
-Reading and writing are decoupled: incoming messages are dispatched in order, invocations run
-as tasks, and everything the worker sends (responses, logs from any thread) goes through one
+Reading and writing are decoupled: incoming messages are dispatched in order, invocations of
+async functions run as tasks and those of sync functions on the pool's threads, which send their
+own responses; everything the worker sends (responses, logs from any thread) goes through one
 outbound queue that feeds the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import os
 import platform
@@ -18,7 +20,7 @@ from funcplane_pyworker import RUNTIME_NAME, WORKER_VERSION, logs, status
 from funcplane_pyworker.bindings import BindingSpec
 from funcplane_pyworker.functions import FunctionLoadError, LoadedFunction, build_function
 from funcplane_pyworker.indexing import WORKER_INDEXED_PROPERTY, IndexedFunction, app_script_path, index_app
-from funcplane_pyworker.invoker import invoke, new_executor
+from funcplane_pyworker.invoker import invoke, invoke_in_thread, new_function_threads
 from funcplane_pyworker.loader import add_script_root, load_entry_point
 from funcplane_pyworker.logs import worker_logger
 from funcplane_pyworker.options import WorkerOptions
@@ -67,11 +69,16 @@ class Dispatcher:
         self._options = options
         self._stream = HostStream(options)
         self._loop = asyncio.get_running_loop()
-        self._executor = new_executor()
+        self._threads = new_function_threads()
         self._script_root: Path | None = None
         self._indexed: dict[str, IndexedFunction] = {}
         self._functions: dict[str, LoadedFunction] = {}
-        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        # invocation id -> its task, or the request id of a sync invocation, whose entry is
+        # removed by whoever sends its response (the invocation when it ends, or a cancel).
+        self._in_flight: dict[str, asyncio.Task[None] | str] = {}
+        self._settled = asyncio.Event()  # set when an invocation ends while terminating
+        self._control: collections.deque[pb.StreamingMessage] = collections.deque()
+        self._control_ready = asyncio.Event()
         self._terminating = False
         self._drain: asyncio.Task[None] | None = None
         self._handlers: dict[str, Handler] = {
@@ -94,21 +101,23 @@ class Dispatcher:
     async def run(self) -> int:
         """Serve the host until it closes the stream or terminates the worker; the exit code."""
         log_handler = logs.install(self._stream.send)
+        control: asyncio.Task[None] | None = None
+        # StartStream is queued first, so it is the first message on the call.
+        self.send(
+            pb.StreamingMessage(
+                request_id=self._options.request_id,
+                start_stream=pb.StartStream(worker_id=self._options.worker_id),
+            )
+        )
         try:
             try:
-                await self._stream.connect(CONNECT_TIMEOUT_SECONDS)
+                await self._stream.connect(CONNECT_TIMEOUT_SECONDS, self._receive)
             except HostUnreachable as error:
                 worker_logger.critical("%s", error)
                 return 1
-            self.send(
-                pb.StreamingMessage(
-                    request_id=self._options.request_id,
-                    start_stream=pb.StartStream(worker_id=self._options.worker_id),
-                )
-            )
+            control = self._loop.create_task(self._serve_control())
             try:
-                async for message in self._stream.incoming():
-                    await self._dispatch(message)
+                await self._stream.finished()
             except StreamBroken as error:
                 if self._terminating:
                     return 0
@@ -116,9 +125,33 @@ class Dispatcher:
                 return 1
             return 0
         finally:
+            if control is not None:
+                control.cancel()
             logs.remove(log_handler)
             await self._stream.close()
-            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _receive(self, message: pb.StreamingMessage) -> None:
+        """Each message from the host, in order, on the loop. Invocations and cancels start at
+        once unless a control message is still being handled: then they wait behind it."""
+        if not self._control:
+            kind = message.WhichOneof("content")
+            if kind == "invocation_request":
+                self._start_invocation(message.request_id, message.invocation_request)
+                return
+            if kind == "invocation_cancel":
+                self._cancel_invocation(message.invocation_cancel.invocation_id)
+                return
+        self._control.append(message)
+        self._control_ready.set()
+
+    async def _serve_control(self) -> None:
+        control = self._control
+        while True:
+            while control:
+                await self._dispatch(control[0])
+                control.popleft()
+            self._control_ready.clear()
+            await self._control_ready.wait()
 
     async def _dispatch(self, message: pb.StreamingMessage) -> None:
         kind = message.WhichOneof("content")
@@ -192,14 +225,26 @@ class Dispatcher:
         return None
 
     async def _drain_and_close(self, grace_seconds: float | None) -> None:
-        running = list(self._in_flight.values())
-        if running:
-            worker_logger.info("terminating after %d running invocation(s)", len(running))
-            _done, still_running = await asyncio.wait(running, timeout=grace_seconds)
-            for task in still_running:
-                task.cancel()
-            if still_running:
-                await asyncio.wait(still_running)
+        if self._in_flight:
+            worker_logger.info("terminating after %d running invocation(s)", len(self._in_flight))
+            deadline = None if grace_seconds is None else self._loop.time() + grace_seconds
+            while self._in_flight:
+                self._settled.clear()
+                if not self._in_flight:  # one ended on its thread just now
+                    break
+                remaining = None if deadline is None else deadline - self._loop.time()
+                if remaining is not None and remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._settled.wait(), remaining)
+                except TimeoutError:
+                    break
+            still_running = list(self._in_flight.items())
+            for invocation_id, _running in still_running:
+                self._cancel_invocation(invocation_id)
+            tasks = [running for _id, running in still_running if isinstance(running, asyncio.Task)]
+            if tasks:
+                await asyncio.wait(tasks)  # each sends its Cancelled response
         await self._stream.close_writes()
         self._loop.call_later(HOST_CLOSE_GRACE_SECONDS, self._stream.cancel)
 
@@ -321,9 +366,22 @@ class Dispatcher:
                 )
             )
             return
-        self._in_flight[request.invocation_id] = self._loop.create_task(
-            self._run_invocation(request_id, function, request)
-        )
+        if function.is_async:
+            self._in_flight[request.invocation_id] = self._loop.create_task(
+                self._run_invocation(request_id, function, request)
+            )
+        else:
+            self._in_flight[request.invocation_id] = request_id
+            self._threads.submit(self._run_in_thread, request_id, function, request)
+
+    def _run_in_thread(self, request_id: str, function: LoadedFunction, request: pb.InvocationRequest) -> None:
+        """A sync invocation, on a pool thread: run it and send its response from here."""
+        message = pb.StreamingMessage(request_id=request_id)
+        invoke_in_thread(function, request, message.invocation_response)
+        if self._in_flight.pop(request.invocation_id, None) is not None:  # else a cancel answered
+            self.send(message)
+        if self._terminating:
+            self._loop.call_soon_threadsafe(self._settled.set)
 
     async def _run_invocation(
         self, request_id: str, function: LoadedFunction, request: pb.InvocationRequest
@@ -331,17 +389,32 @@ class Dispatcher:
         message = pb.StreamingMessage(request_id=request_id)
         try:
             try:
-                await invoke(function, request, self._executor, message.invocation_response)
+                await invoke(function, request, self._threads, message.invocation_response)
             except asyncio.CancelledError:  # cancelled before the invocation even started
                 message.invocation_response.invocation_id = request.invocation_id
                 message.invocation_response.result.CopyFrom(status.cancelled())
             self.send(message)
         finally:
             self._in_flight.pop(request.invocation_id, None)
+            self._settled.set()
 
     def _cancel_invocation(self, invocation_id: str) -> None:
-        task = self._in_flight.get(invocation_id)
-        if task is None:
+        running = self._in_flight.get(invocation_id)
+        if running is None:
             worker_logger.debug("cancel for %s: not running (already finished or unknown)", invocation_id)
             return
-        task.cancel()
+        if isinstance(running, asyncio.Task):
+            running.cancel()
+            return
+        # A sync function cannot be stopped: answer Cancelled now and drop its result later.
+        request_id = self._in_flight.pop(invocation_id, None)
+        if isinstance(request_id, str):
+            self.send(
+                pb.StreamingMessage(
+                    request_id=request_id,
+                    invocation_response=pb.InvocationResponse(
+                        invocation_id=invocation_id, result=status.cancelled()
+                    )
+                )
+            )
+            self._settled.set()

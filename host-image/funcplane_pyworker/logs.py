@@ -25,7 +25,7 @@ current_invocation_id: contextvars.ContextVar[str] = contextvars.ContextVar(
 )
 
 # Loggers of the worker's own machinery; their records are System logs, not the app's.
-_SYSTEM_LOGGER_PREFIXES = (WORKER_LOGGER_NAME, "grpc", "asyncio")
+_SYSTEM_LOGGER_PREFIXES = (WORKER_LOGGER_NAME, "grpc", "asyncio", "funcplane.http2")
 
 _LEVELS = (
     (logging.CRITICAL, pb.RpcLog.Critical),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from funcplane_protocol import FunctionRpc_pb2 as pb
-from funcplane_protocol import FunctionRpc_pb2_grpc as pb_grpc
 from funcplane_protocol import capabilities
 
-__all__ = ["pb", "pb_grpc", "capabilities"]
+__all__ = ["pb", "capabilities"]

@@ -1,7 +1,8 @@
 """The worker's end of FunctionRpc.EventStream, as a message pipe for the dispatcher.
 
-Outgoing messages go through one buffer that feeds the gRPC call, so sending is cheap and safe
-from any thread (log lines written on function threads); incoming messages are read in order.
+Outgoing messages go through one buffer that feeds the gRPC call (wire.py), so sending is cheap
+and safe from any thread (log lines written on function threads); incoming messages are handed
+to the dispatcher in order, on the event loop.
 Log lines are bounded: beyond LOG_BUFFER_LIMIT waiting lines new ones are dropped and counted
 (the count goes to the host, which exposes it as a metric), and while more than
 LOG_BACKLOG_BYPASS lines wait, responses go ahead of them, so one function's log flood neither
@@ -13,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
-from collections.abc import AsyncIterator
-
-import grpc
+from collections.abc import Callable
 
 from funcplane_pyworker.options import WorkerOptions
-from funcplane_pyworker.protocol import pb, pb_grpc
+from funcplane_pyworker.protocol import pb
+from funcplane_pyworker.wire import CallEnded, EventStreamConnection, open_event_stream
 
 
 LOG_BUFFER_LIMIT = 10_000
@@ -32,19 +32,23 @@ def _is_log(message: pb.StreamingMessage) -> bool:
 
 
 class OutgoingBuffer:
-    """Messages waiting for the stream, fed from any thread, taken on the event loop."""
+    """Messages waiting for the stream, fed from any thread, taken on the event loop.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    The first message put after the buffer was emptied asks for `flush` to run on the loop (at
+    the end of the current turn, or woken from another thread), so messages put close together
+    leave in one write."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, flush: Callable[[], None]) -> None:
         self._loop = loop
+        self._flush = flush
         self._loop_thread = threading.get_ident()
         self._lock = threading.Lock()
         self._in_order: collections.deque[pb.StreamingMessage] = collections.deque()
         self._ahead: collections.deque[pb.StreamingMessage] = collections.deque()  # passing a log backlog
         self._waiting_logs = 0
         self.dropped_logs = 0
-        self._closing = False
-        self._wake_pending = False
-        self._ready = asyncio.Event()
+        self.closing = False
+        self._flush_pending = False
 
     def put(self, message: pb.StreamingMessage) -> None:
         with self._lock:
@@ -58,27 +62,23 @@ class OutgoingBuffer:
                 self._ahead.append(message)
             else:
                 self._in_order.append(message)
-            if threading.get_ident() == self._loop_thread:
-                self._ready.set()
+            if self._flush_pending:
                 return
-            if self._wake_pending:
-                return
-            self._wake_pending = True
+            self._flush_pending = True
         try:
-            self._loop.call_soon_threadsafe(self._wake)
+            if threading.get_ident() == self._loop_thread:
+                self._loop.call_soon(self._flush)
+            else:
+                self._loop.call_soon_threadsafe(self._flush)
         except RuntimeError:
             pass  # the loop is gone: the worker is exiting and the message has nowhere to go
 
-    def _wake(self) -> None:
-        with self._lock:
-            self._wake_pending = False
-        self._ready.set()
-
     def close(self) -> None:
-        self._closing = True
-        self._ready.set()
+        self.closing = True
+        self._loop.call_soon(self._flush)
 
-    def _take(self) -> pb.StreamingMessage | None:
+    def take(self) -> pb.StreamingMessage | None:
+        """The next message to send; None when the buffer is empty (the next put asks for a flush)."""
         with self._lock:
             if self._ahead:
                 return self._ahead.popleft()
@@ -90,23 +90,13 @@ class OutgoingBuffer:
                 if _is_log(message):
                     self._waiting_logs -= 1
                 return message
+            self._flush_pending = False
             return None
 
-    async def messages(self) -> AsyncIterator[pb.StreamingMessage]:
-        """Everything put so far and from now on, until close() and the buffer is empty."""
-        while True:
-            message = self._take()
-            if message is not None:
-                yield message
-                continue
-            if self._closing:
-                return
-            self._ready.clear()
-            message = self._take()
-            if message is not None:
-                yield message
-                continue
-            await self._ready.wait()
+    def drained(self) -> bool:
+        """Closed and nothing left to send."""
+        with self._lock:
+            return self.closing and not self._ahead and not self._in_order and not self.dropped_logs
 
 
 def _drop_report(dropped: int) -> pb.StreamingMessage:
@@ -129,26 +119,29 @@ class StreamBroken(ConnectionError):
 
 
 class HostStream:
+    """The EventStream call to the host: `send` from any thread, messages in through `on_message`
+    on the loop (wire.py)."""
+
     def __init__(self, options: WorkerOptions) -> None:
         self._options = options
-        self._outgoing = OutgoingBuffer(asyncio.get_running_loop())
-        self._writes_done = asyncio.Event()
-        self._channel: grpc.aio.Channel | None = None
-        self._call: grpc.aio.StreamStreamCall | None = None
+        self._outgoing = OutgoingBuffer(asyncio.get_running_loop(), self._flush)
+        self._connection: EventStreamConnection | None = None
 
-    async def connect(self, timeout_seconds: float) -> None:
-        channel_options: list[tuple[str, int]] = [("grpc.http2.bdp_probe", 0)]
-        if self._options.max_message_length:
-            channel_options += [
-                ("grpc.max_send_message_length", self._options.max_message_length),
-                ("grpc.max_receive_message_length", self._options.max_message_length),
-            ]
-        self._channel = grpc.aio.insecure_channel(self._options.target, options=channel_options)
+    def _flush(self) -> None:
+        if self._connection is not None:
+            self._connection.flush()
+
+    async def connect(self, timeout_seconds: float, on_message: Callable[[pb.StreamingMessage], None]) -> None:
+        """Open the connection and start the call; each message from the host goes to `on_message`."""
         try:
-            await asyncio.wait_for(self._channel.channel_ready(), timeout_seconds)
+            self._connection = await open_event_stream(
+                self._options.host, self._options.port, timeout_seconds, on_message=on_message,
+                take=self._outgoing.take, writes_closed=self._outgoing.drained,
+                max_receive_length=self._options.max_message_length,
+            )
         except TimeoutError as error:
             raise HostUnreachable(
-                f"cannot reach the host at {self._options.target} within {timeout_seconds:.0f}s"
+                f"cannot reach the host at {self._options.target} within {timeout_seconds:.0f}s: {error}"
             ) from error
 
     def send(self, message: pb.StreamingMessage) -> None:
@@ -158,29 +151,19 @@ class HostStream:
     async def close_writes(self) -> None:
         """Send everything queued so far, then half-close the worker's side."""
         self._outgoing.close()
-        await self._writes_done.wait()
 
-    async def _outgoing_messages(self) -> AsyncIterator[pb.StreamingMessage]:
+    async def finished(self) -> None:
+        """Until the host ends the call; raises StreamBroken if it ended in error."""
+        assert self._connection is not None, "connect() first"
         try:
-            async for message in self._outgoing.messages():
-                yield message
-        finally:
-            self._writes_done.set()
-
-    async def incoming(self) -> AsyncIterator[pb.StreamingMessage]:
-        """The host's messages in order; ends when the host closes, raises StreamBroken on error."""
-        assert self._channel is not None, "connect() first"
-        self._call = pb_grpc.FunctionRpcStub(self._channel).EventStream(self._outgoing_messages())
-        try:
-            async for message in self._call:
-                yield message
-        except grpc.aio.AioRpcError as error:
-            raise StreamBroken(f"{error.code()}: {error.details()}") from error
+            await self._connection.finished
+        except CallEnded as error:
+            raise StreamBroken(str(error)) from error
 
     def cancel(self) -> None:
-        if self._call is not None:
-            self._call.cancel()
+        if self._connection is not None:
+            self._connection.cancel()
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
+        if self._connection is not None and self._connection.transport is not None:
+            self._connection.transport.close()

@@ -13,7 +13,7 @@ from funcplane_protocol import FunctionRpc_pb2 as pb
 from funcplane_pyworker.bindings import BindingSpec
 from funcplane_pyworker.functions import build_function
 from funcplane_pyworker.indexing import index_app
-from funcplane_pyworker.invoker import invoke, new_executor
+from funcplane_pyworker.invoker import invoke, new_function_threads
 
 ASGI_APP = '''
     import azure.functions as func
@@ -49,7 +49,7 @@ def test_asgi_function_app_serves_through_the_worker(tmp_path: Path) -> None:
     http.body.bytes = b"payload"
     request.input_data.add(name="req", data=pb.TypedData(http=http))
     assert indexed.loaded is not None
-    response = run(invoke(indexed.loaded, request, new_executor()))
+    response = run(invoke(indexed.loaded, request, new_function_threads()))
     assert response.result.status == pb.StatusResult.Success, response.result.exception.message
     assert response.return_value.http.status_code == "201"
     assert response.return_value.http.headers["x-path"] == "/api/things/1"
@@ -67,7 +67,7 @@ def test_orchestration_trigger_gets_the_library_context_and_returns_json() -> No
     )
     request = pb.InvocationRequest(invocation_id="i-2", function_id="o")
     request.input_data.add(name="context", data=pb.TypedData(string=json.dumps({"input": "abc"})))
-    response = run(invoke(loaded, request, new_executor()))
+    response = run(invoke(loaded, request, new_function_threads()))
     assert response.result.status == pb.StatusResult.Success, response.result.exception.message
     assert response.return_value.WhichOneof("data") == "json"
     assert json.loads(response.return_value.json) == {"isDone": True, "output": "ABC"}

@@ -42,47 +42,38 @@ class WorkerChannel:
         self.in_flight = 0
         self.pid: int | None = None
         self._loop = asyncio.get_running_loop()
-        self._outbound: asyncio.Queue[StreamingMessage | None] = asyncio.Queue()
+        self._backlog: list[StreamingMessage] = []  # sent before the worker's stream attached
+        self._writes_closed = False
         self._connected: asyncio.Future[None] = self._loop.create_future()
         self._stream_done: asyncio.Future[None] = self._loop.create_future()
         self._by_kind: dict[str, collections.deque[asyncio.Future[Any]]] = collections.defaultdict(collections.deque)
         self._loads: dict[str, asyncio.Future[Any]] = {}
         self._invocations: dict[str, asyncio.Future[Any]] = {}
         self._on_log = on_log
-        self._context: Any = None
-        self._write_lock = asyncio.Lock()
+        self._stream: Any = None  # the call's GrpcStream (funcplane_protocol.http2)
         self.failure: str | None = None
 
     # ---- stream side (called by the gRPC servicer) --------------------------------------
 
-    async def serve(self, context: Any) -> None:
-        """Pump messages both ways on an attached stream until either side ends."""
+    def attach(self, stream: Any) -> bool:
+        """Take the worker's call (a GrpcStream): its messages come to `dispatch`, ours go out on
+        it. False if the worker already has one."""
         if self._connected.done():
-            raise RuntimeError(f"worker {self.worker_id} opened a second stream")
-        self._context = context
+            return False
+        self._stream = stream
+        stream.on_message = self.dispatch
+        stream.on_end = self._stream_ended
         self._connected.set_result(None)
-        writer = asyncio.create_task(self._write_loop(context))
-        try:
-            while True:
-                message = await context.read()
-                if message is None or message is _EOF:
-                    break
-                self.dispatch(message)
-        except (asyncio.CancelledError, Exception) as error:  # stream broken: the worker is gone
-            logger.debug("stream of worker %s ended: %r", self.worker_id, error)
-        finally:
-            writer.cancel()
-            if not self._stream_done.done():
-                self._stream_done.set_result(None)
+        for message in self._backlog:
+            stream.send(message)
+        self._backlog.clear()
+        return True
 
-    async def _write_loop(self, context: Any) -> None:
-        queue = self._outbound
-        while True:
-            message = await queue.get()
-            if message is None:
-                return
-            async with self._write_lock:
-                await context.write(message)
+    def _stream_ended(self, error: Exception | None) -> None:
+        logger.debug("stream of worker %s ended: %r", self.worker_id, error)
+        self._writes_closed = True
+        if not self._stream_done.done():
+            self._stream_done.set_result(None)
 
     def dispatch(self, message: StreamingMessage) -> None:
         kind = message.WhichOneof("content")
@@ -130,7 +121,12 @@ class WorkerChannel:
     def send(self, message: StreamingMessage) -> None:
         if self.failure is not None:
             raise WorkerUnavailable(self.failure)
-        self._outbound.put_nowait(message)
+        if self._writes_closed:
+            return
+        if self._stream is None:
+            self._backlog.append(message)
+        else:
+            self._stream.send(message)
 
     async def request(self, message: StreamingMessage, response_kind: str, timeout: float) -> Any:
         future: asyncio.Future[Any] = self._loop.create_future()
@@ -145,22 +141,14 @@ class WorkerChannel:
         return await asyncio.wait_for(future, timeout)
 
     async def start_invocation(self, message: StreamingMessage) -> asyncio.Future[Any]:
-        """Write a StreamingMessage holding an InvocationRequest; the returned future resolves with
-        the InvocationResponse.
-
-        Written directly rather than through the outbound queue: one task switch less on the
-        hot path."""
-        if self.failure is not None or self._context is None:
+        """Send a StreamingMessage holding an InvocationRequest; the returned future resolves with
+        the InvocationResponse, or fails with WorkerUnavailable when the worker goes away first.
+        The message is written at the end of this loop turn, with whatever else was sent in it."""
+        if self.failure is not None or self._stream is None or self._writes_closed:
             raise WorkerUnavailable(self.failure or f"worker {self.worker_id} has no stream")
         future: asyncio.Future[Any] = self._loop.create_future()
-        invocation_id = message.invocation_request.invocation_id
-        self._invocations[invocation_id] = future
-        try:
-            async with self._write_lock:
-                await self._context.write(message)
-        except Exception as error:  # the stream broke under us: the worker is going away
-            self._invocations.pop(invocation_id, None)
-            raise WorkerUnavailable(self.failure or f"writing to worker {self.worker_id} failed: {error!r}") from None
+        self._invocations[message.invocation_request.invocation_id] = future
+        self._stream.send(message)
         return future
 
     def pending_invocations(self) -> list[str]:
@@ -183,16 +171,11 @@ class WorkerChannel:
         for future in waiting:
             if not future.done():
                 future.set_exception(error)
-        self._outbound.put_nowait(None)
+        self.close_stream()
 
     def close_stream(self) -> None:
-        self._outbound.put_nowait(None)
-
-
-_EOF = object()
-try:  # grpc.aio signals end-of-stream with a sentinel object
-    from grpc.aio import EOF as _GRPC_EOF
-
-    _EOF = _GRPC_EOF
-except ImportError:  # pragma: no cover - older grpc
-    pass
+        """Write nothing more (what waits is dropped)."""
+        self._writes_closed = True
+        self._backlog.clear()
+        if self._stream is not None:
+            self._stream.discard_queued()
