@@ -16,7 +16,7 @@ from pathlib import Path
 
 from funcplane.cli.main import add_global_options
 
-from . import azurite, binaries, demo, environment, images
+from . import azurite, binaries, demo, environment, images, realnode
 from .cluster import DEFAULT_NAME, DEFAULT_NODES, ClusterError, LocalCluster
 
 
@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cluster.add_argument("--name", default=DEFAULT_NAME, help="cluster name (default: %(default)s)")
     cluster.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="simulated nodes (default: %(default)s)")
     cluster.add_argument("--fresh", action="store_true", help="replace a running cluster instead of reusing it")
+    cluster.add_argument("--real-nodes", type=int, default=0, metavar="N",
+                         help="real nodes (kubelet, containerd, CNI bridge; one kube-proxy) beside the simulated "
+                              "ones, tainted funcplane.io/real-node (default: %(default)s; needs root)")
     cluster.set_defaults(handler=_cluster)
 
     def named(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -75,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _cluster(args: argparse.Namespace) -> int:
     if args.action == "up":
         started = time.monotonic()
-        cluster = LocalCluster.named(args.name, args.nodes).up(reuse=not args.fresh)
+        cluster = LocalCluster.named(args.name, args.nodes, real_nodes=args.real_nodes).up(reuse=not args.fresh)
         print(f"cluster {cluster.name} is up in {time.monotonic() - started:.1f}s: {cluster.server}")
         print(f"export KUBECONFIG={cluster.kubeconfig}")
         return 0
@@ -189,7 +192,7 @@ def _azurite(args: argparse.Namespace) -> int:
     return 0
 
 
-ERRORS = (ClusterError, binaries.BinaryError, images.ImageError, azurite.AzuriteError)
+ERRORS = (ClusterError, binaries.BinaryError, images.ImageError, azurite.AzuriteError, realnode.RealNodeError)
 
 
 def main(argv: list[str], prog: str = "funcplane") -> int:
