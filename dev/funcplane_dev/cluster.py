@@ -146,6 +146,8 @@ class LocalCluster:
     pod_cidr: str = ""
     # Real nodes (kubelet, containerd, CNI bridge) beside the simulated ones; see realnode.py.
     real_nodes: int = 0
+    # How long the steps of the last `up` took (seconds), for the CLI and the benchmarks.
+    timings: dict[str, float] = field(default_factory=dict)
 
     # ---- paths and identity -------------------------------------------------------------
     @classmethod
@@ -164,8 +166,11 @@ class LocalCluster:
     @property
     def env(self) -> dict[str, str]:
         kubectl_dir = str(binaries.COMPONENTS["kubernetes"].bin_dir)
-        return dict(os.environ, KUBECONFIG=str(self.kubeconfig),
-                    PATH=f"{kubectl_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig),
+                   PATH=f"{kubectl_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+        if self.real_nodes:  # an operator started for this cluster copies image files (see realnode.py)
+            env[realnode.OPERATOR_VOLUME_MODE[0]] = realnode.OPERATOR_VOLUME_MODE[1]
+        return env
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -266,10 +271,12 @@ class LocalCluster:
         bins = binaries.ensure_all()
         self.directory.mkdir(parents=True)
         try:
+            started = time.monotonic()
             self._start(bins)
+            self.timings = {"control plane": time.monotonic() - started}
             if self.real_nodes:
                 self._save()
-                realnode.start(self)
+                self.timings |= realnode.start(self)
         except BaseException:
             self.down(remove=False)
             raise

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from funcplane.controllers.context import VOLUME_MODE_ENV
+
 from . import binaries, images
 
 if TYPE_CHECKING:
@@ -49,6 +51,9 @@ REAL_POD_NETWORK = ipaddress.ip_network("10.214.0.0/16")
 MAX_NODES = 8
 RUNTIME_NAMESPACE = "k8s.io"
 PAUSE_REPOSITORY = "localhost/funcplane/pause"
+# containerd 1.6 has no image volumes: operators of a cluster with real nodes render the copying
+# init container (the cluster's env carries it to every operator started for it).
+OPERATOR_VOLUME_MODE = (VOLUME_MODE_ENV, "copy")
 # Files-only images re-based on the host image, so that the init-container copy has sh and cp.
 COPY_TAG_SUFFIX = "-copy"
 COPY_FILES_DIR = "/files"
@@ -158,23 +163,25 @@ def node_images(log: Callable[[str], None] = print) -> list[str]:
     return references
 
 
-def _archive(reference: str) -> Path:
-    """An OCI archive of the image, cached by image id (saving the host image takes seconds)."""
-    image_id = images.podman("image", "inspect", "--format", "{{.Id}}", reference).stdout.strip()
-    archive = binaries.cache_root() / "node-images" / f"{image_id[:24]}.tar"
+def _archive(references: list[str]) -> Path:
+    """One docker archive of all the images, cached by their ids: layers they share (the host
+    image's, under every copyable variant) are stored, and imported, once."""
+    ids = [images.podman("image", "inspect", "--format", "{{.Id}}", r).stdout.strip() for r in references]
+    key = hashlib.sha256(json.dumps(sorted(zip(references, ids))).encode()).hexdigest()[:24]
+    archive = binaries.cache_root() / "node-images" / f"{key}.tar"
     if not archive.exists():
         archive.parent.mkdir(parents=True, exist_ok=True)
+        for stale in archive.parent.glob("*.tar"):  # earlier builds' archives: hundreds of MB each
+            stale.unlink(missing_ok=True)
         partial = archive.with_suffix(".partial")
         partial.unlink(missing_ok=True)
-        images.podman("save", "--format", "oci-archive", "-o", str(partial), reference)
+        images.podman("save", "--format", "docker-archive", "--multi-image-archive", "-o", str(partial), *references)
         partial.rename(archive)
     return archive
 
 
 def load_images(node: RealNode, references: list[str]) -> None:
-    for reference in references:
-        _run(["ctr", "--address", str(node.socket), "-n", RUNTIME_NAMESPACE, "images", "import",
-              "--base-name", reference.rsplit(":", 1)[0], str(_archive(reference))])
+    _run(["ctr", "--address", str(node.socket), "-n", RUNTIME_NAMESPACE, "images", "import", str(_archive(references))])
 
 
 # ---- machine state ----------------------------------------------------------------------------
@@ -359,10 +366,13 @@ def cluster_pod_networks() -> list[ipaddress.IPv4Network]:
     return POD_NETWORKS
 
 
-def start(cluster: "LocalCluster", log: Callable[[str], None] = print) -> None:
-    """Start every real node of the cluster (its control plane is up) and wait until Ready."""
+def start(cluster: "LocalCluster", log: Callable[[str], None] = print) -> dict[str, float]:
+    """Start every real node of the cluster (its control plane is up) and wait until Ready;
+    returns how long each step took (seconds)."""
     from .cluster import free_port
 
+    timings: dict[str, float] = {}
+    started = time.monotonic()
     require_tools()
     if cluster.real_nodes > MAX_NODES:
         raise RealNodeError(f"--real-nodes {cluster.real_nodes}: at most {MAX_NODES}")
@@ -375,6 +385,8 @@ def start(cluster: "LocalCluster", log: Callable[[str], None] = print) -> None:
     bins = binaries.ensure_component(binaries.COMPONENTS["kubernetes-node"])
     references = node_images(log)
     pause = references[1]
+    timings["images (podman, cached)"] = time.monotonic() - started
+    loading = 0.0
     for node in nodes:
         node.directory.mkdir(parents=True, exist_ok=True)
         (node.directory / "cni").mkdir(exist_ok=True)
@@ -384,7 +396,9 @@ def start(cluster: "LocalCluster", log: Callable[[str], None] = print) -> None:
         containerd = cluster._spawn(f"containerd-{node.name}", [
             shutil.which("containerd") or "containerd", "--config", str(node.directory / "containerd.toml")])
         cluster._wait(containerd, lambda node=node: _ctr_ok(node), "serving", timeout=30)
+        loading -= time.monotonic()
         load_images(node, references)
+        loading += time.monotonic()
         port = free_port()
         config = node.directory / "kubelet.yaml"
         config.write_text(json.dumps(kubelet_config(node, port, cluster.directory / "pki" / "ca.crt"), indent=2))
@@ -403,6 +417,9 @@ def start(cluster: "LocalCluster", log: Callable[[str], None] = print) -> None:
         kubelet = cluster.processes[f"kubelet-{node.name}"]
         cluster._wait(kubelet, lambda node=node: _node_ready(cluster, node.name), "a Ready node", timeout=START_TIMEOUT)
     cluster._wait(proxy, lambda: _http_ok(f"http://127.0.0.1:{health}/healthz"), "healthy", timeout=START_TIMEOUT)
+    timings["image import (ctr)"] = loading
+    timings["nodes Ready"] = time.monotonic() - started - timings["images (podman, cached)"] - loading
+    return timings
 
 
 def _cluster_alive(directory: Path) -> bool:
