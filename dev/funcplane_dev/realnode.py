@@ -72,8 +72,11 @@ SYSCTLS = (
 )
 REQUIRED_COMMANDS = {"containerd": "containerd", "ctr": "containerd", "containerd-shim-runc-v2": "containerd",
                      "runc": "runc", "iptables": "iptables", "iptables-save": "iptables", "nft": "nftables"}
-# Directories the runtime makes outside the cluster's directory (shim sockets, network namespaces).
-RUNTIME_DIRS = (Path("/run/containerd/s"), Path("/run/containerd"), Path("/run/netns"))
+# Directories the agents make outside the cluster's directory, deepest first: containerd's shim
+# sockets and network namespaces, the kubelet's device-plugin socket (a fixed path).
+RUNTIME_DIRS = (Path("/run/containerd/s"), Path("/run/containerd"), Path("/run/netns"),
+                Path("/var/lib/kubelet/device-plugins"), Path("/var/lib/kubelet"))
+CNI_CACHE = Path("/var/lib/cni/results")  # libcni's cached results, one file per sandbox and network
 CNI_BIN_DIR = Path("/usr/lib/cni")
 START_TIMEOUT = 90.0
 
@@ -195,8 +198,10 @@ def iptables_tables() -> list[str]:
 
 
 def _machine_record() -> dict[str, object]:
+    shims = RUNTIME_DIRS[0]
     return {"sysctls": read_sysctls(), "tables": iptables_tables(),
-            "dirs": [str(d) for d in RUNTIME_DIRS if d.exists()]}
+            "dirs": [str(d) for d in RUNTIME_DIRS if d.exists()],
+            "shim sockets": sorted(p.name for p in shims.iterdir()) if shims.is_dir() else []}
 
 
 def _restore_machine(record: dict[str, object]) -> None:
@@ -213,8 +218,12 @@ def _restore_machine(record: dict[str, object]) -> None:
         if not any(line.startswith("-A ") for line in dump):
             _run(["nft", "delete", "table", family, name], check=False)
     existed = set(record.get("dirs", []))  # type: ignore[arg-type]
+    listening = _listening_sockets()
     for directory in RUNTIME_DIRS:
-        if str(directory) not in existed:
+        if str(directory) not in existed and directory.is_dir():
+            for entry in directory.iterdir():  # a socket whose process is gone (the kubelet's)
+                if entry.is_socket() and str(entry) not in listening:
+                    entry.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 directory.rmdir()  # only when empty: anything left in it is someone else's
 
@@ -527,7 +536,6 @@ def teardown(cluster: "LocalCluster") -> None:
     nodes = [RealNode(i, _cluster_index(cluster), root) for i in range(cluster.real_nodes)]
     for node in nodes:
         _kill_containers(node)  # anything a dying kubelet started after the first pass
-        _remove_shim_sockets(node)
     _unmount_under(root)
     for node in nodes:
         if _ip("link", "show", node.bridge).returncode == 0:
@@ -539,19 +547,27 @@ def teardown(cluster: "LocalCluster") -> None:
         remove_kube_chains()
         for node in nodes:
             _remove_container_log_links(node)
+            _remove_cni_cache(node)
     recorded = root / "machine.json"
     if recorded.exists():
-        _restore_machine(json.loads(recorded.read_text()))
+        record = json.loads(recorded.read_text())
+        _remove_shim_sockets(set(record.get("shim sockets", [])))
+        _restore_machine(record)
     release(cluster.directory)
 
 
-def _remove_shim_sockets(node: RealNode) -> None:
-    """A killed shim leaves its socket in /run/containerd/s, named by the hash of containerd's
-    address, the namespace and the task id (containerd 1.6's shim.SocketAddress)."""
-    tasks = node.directory / "containerd-state" / "io.containerd.runtime.v2.task" / RUNTIME_NAMESPACE
-    for task in tasks.iterdir() if tasks.is_dir() else []:
-        digest = hashlib.sha256(f"{node.socket}/{RUNTIME_NAMESPACE}/{task.name}".encode()).hexdigest()
-        (RUNTIME_DIRS[0] / digest).unlink(missing_ok=True)
+def _listening_sockets() -> set[str]:
+    return {line.split()[-1] for line in Path("/proc/net/unix").read_text().splitlines()[1:] if len(line.split()) >= 8}
+
+
+def _remove_shim_sockets(existing: set[str]) -> None:
+    """A killed shim leaves its socket in /run/containerd/s (containerd 1.6 puts them there whatever
+    its state directory). Removed: those made since `up` that no live process listens on."""
+    listening = _listening_sockets()
+    shims = RUNTIME_DIRS[0]
+    for socket in shims.iterdir() if shims.is_dir() else []:
+        if socket.name not in existing and str(socket) not in listening and socket.is_socket():
+            socket.unlink(missing_ok=True)
 
 
 def _unmount_under(directory: Path) -> None:
@@ -583,6 +599,18 @@ def remove_kube_chains() -> None:
                       *(f"-F {c}" for c in chains), *(f"-X {c}" for c in chains), "COMMIT", ""]
             subprocess.run([f"{family}-restore", "--noflush"], input="\n".join(script), text=True,
                            capture_output=True, timeout=60)
+
+
+def _remove_cni_cache(node: RealNode) -> None:
+    """Sandboxes killed without a CNI DEL leave their cached results: the bridge network's (named
+    after the node's bridge) and the loopback's of the same sandboxes."""
+    network = str(cni_config(node)["name"])
+    sandboxes = set()
+    for entry in CNI_CACHE.glob(f"{network}-*") if CNI_CACHE.is_dir() else []:
+        sandboxes.add(entry.name.removeprefix(f"{network}-").rsplit("-", 1)[0])
+        entry.unlink(missing_ok=True)
+    for sandbox in sandboxes:
+        (CNI_CACHE / f"cni-loopback-{sandbox}-lo").unlink(missing_ok=True)
 
 
 def _remove_container_log_links(node: RealNode) -> None:
