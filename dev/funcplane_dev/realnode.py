@@ -533,6 +533,9 @@ def _kill_containers(node: RealNode) -> None:
 def teardown(cluster: "LocalCluster") -> None:
     """After every process of the cluster stopped: unmount, delete bridges and chains, restore sysctls."""
     root = cluster.directory / "nodes"
+    recorded = root / "machine.json"
+    if not recorded.exists():
+        return  # written right after the lease: without it this cluster changed nothing on the machine
     nodes = [RealNode(i, _cluster_index(cluster), root) for i in range(cluster.real_nodes)]
     for node in nodes:
         _kill_containers(node)  # anything a dying kubelet started after the first pass
@@ -548,11 +551,9 @@ def teardown(cluster: "LocalCluster") -> None:
         for node in nodes:
             _remove_container_log_links(node)
             _remove_cni_cache(node)
-    recorded = root / "machine.json"
-    if recorded.exists():
-        record = json.loads(recorded.read_text())
-        _remove_shim_sockets(set(record.get("shim sockets", [])))
-        _restore_machine(record)
+    record = json.loads(recorded.read_text())
+    _remove_shim_sockets(set(record.get("shim sockets", [])))
+    _restore_machine(record)
     release(cluster.directory)
 
 

@@ -47,3 +47,22 @@ def test_nodes_of_clusters_side_by_side_get_their_own_bridge_and_subnet(tmp_path
     assert proxy["iptables"]["localhostNodePorts"] is False and proxy["conntrack"]["maxPerCore"] == 0
     cni = realnode.cni_config(nodes[0])["plugins"][0]
     assert cni["isGateway"] is False and cni["ipMasq"] is False  # no forwarding sysctl, no nat rules
+
+
+def test_one_cluster_at_a_time_may_have_real_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FUNCPLANE_CACHE_DIR", str(tmp_path))
+    realnode.lease(tmp_path / "a", alive=lambda _: True)
+    with pytest.raises(realnode.RealNodeError, match="one cluster at a time"):
+        realnode.lease(tmp_path / "b", alive=lambda _: True)
+    realnode.lease(tmp_path / "b", alive=lambda _: False)  # a stopped cluster's lease is taken over
+    realnode.release(tmp_path / "a")  # not the holder: nothing changes
+    assert (tmp_path / "real-nodes.lease").read_text() == str(tmp_path / "b")
+
+
+def test_down_of_a_cluster_that_never_took_the_lease_touches_nothing(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(realnode, "_run", lambda argv, **_: calls.append(argv))
+    cluster = type("Cluster", (), {"directory": tmp_path, "real_nodes": 1, "pod_cidr": "10.213.0.0/20"})()
+    realnode.teardown(cluster)  # type: ignore[arg-type]
+    assert calls == []  # no kube-proxy --cleanup, no iptables: another cluster's rules stay
