@@ -134,11 +134,11 @@ async def _pod_problems(ctx: Context, namespace: str, app_name: str, instance: s
     not-ready instance needs them)."""
     selector = names.selector_string(names.instance_selector(app_name, instance))
     try:
-        result = await ctx.kube.call("GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", selector)])
+        pods = await ctx.kube.pods(namespace, selector)
     except Exception as error:  # noqa: BLE001 - the status says less, the reconcile goes on
         logger.warning("cannot read the pods of %s/%s: %s", namespace, instance, error)
         return []
-    return pod_problems((result or {}).get("items", []), time.time())
+    return pod_problems(pods, time.time())
 
 
 async def _update_app_status(ctx: Context, body: dict[str, Any], app: FunctionApp, generation: int | None,
