@@ -73,9 +73,10 @@ SYSCTLS = (
 REQUIRED_COMMANDS = {"containerd": "containerd", "ctr": "containerd", "containerd-shim-runc-v2": "containerd",
                      "runc": "runc", "iptables": "iptables", "iptables-save": "iptables", "nft": "nftables"}
 # Directories the agents make outside the cluster's directory, deepest first: containerd's shim
-# sockets and network namespaces, the kubelet's device-plugin socket (a fixed path).
+# sockets and network namespaces, the kubelet's device-plugin socket and container log links
+# (fixed paths). Removed by `down` when they were not there before and are empty.
 RUNTIME_DIRS = (Path("/run/containerd/s"), Path("/run/containerd"), Path("/run/netns"),
-                Path("/var/lib/kubelet/device-plugins"), Path("/var/lib/kubelet"))
+                Path("/var/lib/kubelet/device-plugins"), Path("/var/lib/kubelet"), Path("/var/log/containers"))
 CNI_CACHE = Path("/var/lib/cni/results")  # libcni's cached results, one file per sandbox and network
 CNI_BIN_DIR = Path("/usr/lib/cni")
 START_TIMEOUT = 90.0

@@ -73,7 +73,7 @@ def machine_state(cluster_directory: Path) -> dict[str, Any]:
                         if link["ifname"].startswith("fpb") or (link["ifname"].startswith("veth") and "master" not in link))
     mounts = sorted(line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
                     if line.split()[4].startswith((str(cluster_directory), "/run/netns/cni-", "/run/containerd")))
-    files = sorted(str(p) for d in (*realnode.RUNTIME_DIRS, realnode.CNI_CACHE, Path("/var/log/containers"))
+    files = sorted(str(p) for d in (*realnode.RUNTIME_DIRS, realnode.CNI_CACHE)
                    if d.is_dir() for p in d.iterdir() if "podman" not in p.name and not p.name.startswith("netns-"))
     return {"iptables": rules, "links": link_names, "mounts": mounts, "sysctls": realnode.read_sysctls(),
             "runtime dirs": [str(d) for d in realnode.RUNTIME_DIRS if d.exists()], "files": files}
