@@ -219,7 +219,7 @@ def main() -> None:
     with operated_cluster("bench-real-node", namespaces, "bench-real-operator", real_nodes=1) as (cluster, workdir):
         up = time.monotonic() - started
         print(f"cluster up in {up:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in cluster.timings.items()), flush=True)
-        built = realnode.node_images(log=lambda _: None)
+        built = realnode.node_image_references()
         with PodRunner(cluster, namespaces[0], workdir / namespaces[0]):
             simulated = measure(cluster, namespaces[0], False, built)
         print(f"simulated: {simulated}", flush=True)

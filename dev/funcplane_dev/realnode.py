@@ -167,6 +167,13 @@ def node_images(log: Callable[[str], None] = print) -> list[str]:
     return references
 
 
+def node_image_references() -> list[str]:
+    """What `node_images` builds and a real node holds, by name, without building anything."""
+    host = images.IMAGES["host"].reference()
+    return [host, pause_reference(images.base_reference()),
+            *(copy_reference(images.IMAGES[name].reference()) for name in FILES_ONLY_IMAGES)]
+
+
 def _archive(references: list[str]) -> Path:
     """One docker archive of all the images, cached by their ids: layers they share (the host
     image's, under every copyable variant) are stored, and imported, once."""

@@ -169,7 +169,7 @@ def running_on_real_node(shop: Shop, instance: str) -> list[dict[str, Any]]:
 
 def test_app_with_a_staging_slot_serves_swaps_and_scales_in_through_its_vip(
         cluster: LocalCluster, shop: Shop, operator: Operator) -> None:
-    built = realnode.node_images(log=lambda _: None)
+    built = realnode.node_image_references()
     started = time.monotonic()
     shop.apply(manifests(built))
     eventually(shop.ready, timeout=240, interval=0.5, what="app and staging slot Ready on the real node")
@@ -246,7 +246,7 @@ def _master_key(cluster: LocalCluster, namespace: str, slot: str) -> str:
 
 def test_an_app_naming_a_missing_secret_is_not_ready_and_says_why(cluster: LocalCluster, shop: Shop,
                                                                     operator: Operator) -> None:
-    built = realnode.node_images(log=lambda _: None)
+    built = realnode.node_image_references()
     code, _, workers, app, _ = manifests(built, replicas=1)
     app["spec"]["settings"].append({"name": "DATABASE_URL",
                                     "valueFrom": {"secretKeyRef": {"name": "db-credentials", "key": "url"}}})
