@@ -1,5 +1,6 @@
 """A real local control plane as processes on loopback: etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler and kwok, with N simulated nodes.
+kube-controller-manager, kube-scheduler and kwok, with N simulated nodes (and, with
+``real_nodes``, real ones: kubelet, containerd and a CNI bridge each, see ``realnode``).
 
 Every cluster lives in its own directory (certs, kubeconfig, data, logs, ``state.json``). The
 processes run in their own sessions so ``up`` can return while they keep running. ``state.json`` is

@@ -2,7 +2,8 @@
 
 kwok simulates pods; nothing runs in them. For the demo and for tests that need a real host behind
 a pod (swap warm-ups, requests through a Service's endpoints), this runner plays the kubelet's part
-for pods labelled ``funcplane.io/app`` on kwok's nodes (real nodes run theirs): it materializes the pod's ConfigMap, Secret, emptyDir and
+for pods labelled ``funcplane.io/app`` on kwok's nodes (a real node's kubelet runs its own pods): it
+materializes the pod's ConfigMap, Secret, emptyDir and
 projected volumes (service-account tokens from the TokenRequest API) under a per-pod directory,
 resolves its environment (values, ConfigMap/Secret references, the downward API), starts ``funcplane-host`` bound to the pod's own IP (the pod CIDR is made local
 on the loopback device) and, when the pod goes away, runs the preStop drain before stopping it.
