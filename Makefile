@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The stamp is keyed by pyproject.toml's content, so a dependency change reinstalls.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: venv binaries postgresql image-tools images azurite test demo cluster-up cluster-down bench crds clean
+.PHONY: venv binaries postgresql image-tools real-node-tools images azurite test demo cluster-up cluster-down bench crds clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,18 @@ image-tools:
 	else echo "image-tools: podman, runc and mmdebstrap are missing and apt-get is not available;" \
 		"the image tests will fail until they are installed" >&2; fi
 
+# Real nodes (`funcplane dev cluster up --real-nodes N`): containerd, runc, the CNI plugins and nft
+# from Debian, and the kubelet and kube-proxy built like the control plane; once.
+real-node-tools: binaries
+	@if command -v containerd >/dev/null && command -v runc >/dev/null && command -v nft >/dev/null && \
+		test -x /usr/lib/cni/bridge; then :; \
+	elif command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			containerd runc containernetworking-plugins nftables iptables; \
+	else echo "real-node-tools: containerd, runc, containernetworking-plugins and nftables are missing and" \
+		"apt-get is not available; the real-node tests will fail until they are installed" >&2; fi
+	$(BIN)/funcplane dev binaries kubernetes-node
+
 # The host, Python worker and operator images (cached: seconds when nothing changed).
 images: venv image-tools
 	$(BIN)/funcplane dev images
@@ -42,7 +54,7 @@ images: venv image-tools
 azurite: venv
 	$(BIN)/funcplane dev azurite
 
-test: binaries postgresql image-tools azurite
+test: binaries postgresql image-tools real-node-tools azurite
 	$(BIN)/pytest
 
 demo: binaries

@@ -27,12 +27,14 @@ def create_namespace(cluster: LocalCluster, namespace: str, timeout: float = 120
 
 
 @contextlib.contextmanager
-def operated_cluster(name: str, namespaces: list[str], lease_namespace: str) -> Iterator[tuple[LocalCluster, Path]]:
+def operated_cluster(name: str, namespaces: list[str], lease_namespace: str,
+                     real_nodes: int = 0) -> Iterator[tuple[LocalCluster, Path]]:
     """A fresh local cluster with the CRDs and `namespaces`, the real `funcplane-operator` watching
-    them (its Lease in `lease_namespace`); yields the cluster and a work directory, removes both."""
+    them (its Lease in `lease_namespace`); yields the cluster and a work directory, removes both.
+    With real nodes, the cluster's env makes the operator render the copying init container."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        cluster = LocalCluster.named(name, directory=workdir / "cluster").up(reuse=False)
+        cluster = LocalCluster.named(name, directory=workdir / "cluster", real_nodes=real_nodes).up(reuse=False)
         operator = None
         try:
             cluster.kubectl("apply", "--server-side", "-f", str(CRDS))

@@ -146,6 +146,9 @@ COMPONENTS: dict[str, Component] = {
         Component("kubernetes", KUBERNETES_VERSION,
                   ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"),
                   _build_kubernetes),
+        # The node agents of real nodes (`cluster up --real-nodes N`), built like the control plane
+        # but cached apart, so clusters without real nodes never wait for them.
+        Component("kubernetes-node", KUBERNETES_VERSION, ("kubelet", "kube-proxy"), _build_kubernetes),
         Component("etcd", ETCD_VERSION, ("etcd",), _build_etcd),
         Component("kwok", KWOK_VERSION, ("kwok",), _go_install("sigs.k8s.io/kwok/cmd/kwok")),
         Component("helm", HELM_VERSION, ("helm",), _go_install("helm.sh/helm/v3/cmd/helm")),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from funcplane.cli.main import add_global_options
 
-from . import azurite, binaries, demo, environment, images
+from . import azurite, binaries, demo, environment, images, realnode
 from .cluster import DEFAULT_NAME, DEFAULT_NODES, ClusterError, LocalCluster
 
 
@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cluster.add_argument("--name", default=DEFAULT_NAME, help="cluster name (default: %(default)s)")
     cluster.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="simulated nodes (default: %(default)s)")
     cluster.add_argument("--fresh", action="store_true", help="replace a running cluster instead of reusing it")
+    cluster.add_argument("--real-nodes", type=int, default=0, metavar="N",
+                         help="real nodes (kubelet, containerd, CNI bridge; one kube-proxy) beside the simulated "
+                              "ones, tainted funcplane.io/real-node (default: %(default)s; needs root)")
     cluster.set_defaults(handler=_cluster)
 
     def named(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -39,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                  "operator and pod runner, left running in the background"))
     dev_up.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="simulated nodes (default: %(default)s)")
     dev_up.add_argument("--fresh", action="store_true", help="replace a running cluster instead of reusing it")
+    dev_up.add_argument("--real-nodes", type=int, default=0, metavar="N",
+                        help="real nodes beside the simulated ones (see `dev cluster up`; default: %(default)s)")
     dev_up.set_defaults(handler=_up)
     named(dev_sub.add_parser("down", help="stop the local environment and remove its cluster")).set_defaults(
         handler=_down)
@@ -75,8 +80,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _cluster(args: argparse.Namespace) -> int:
     if args.action == "up":
         started = time.monotonic()
-        cluster = LocalCluster.named(args.name, args.nodes).up(reuse=not args.fresh)
-        print(f"cluster {cluster.name} is up in {time.monotonic() - started:.1f}s: {cluster.server}")
+        cluster = LocalCluster.named(args.name, args.nodes, real_nodes=args.real_nodes).up(reuse=not args.fresh)
+        steps = ", ".join(f"{step} {seconds:.1f}s" for step, seconds in cluster.timings.items())
+        print(f"cluster {cluster.name} is up in {time.monotonic() - started:.1f}s{f' ({steps})' if steps else ''}: "
+              f"{cluster.server}")
         print(f"export KUBECONFIG={cluster.kubeconfig}")
         return 0
     cluster = LocalCluster.load(args.name)
@@ -104,7 +111,7 @@ def _loaded(name: str) -> LocalCluster:
 
 def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    env = environment.up(args.name, args.nodes, fresh=args.fresh)
+    env = environment.up(args.name, args.nodes, fresh=args.fresh, real_nodes=args.real_nodes)
     steps = ", ".join(f"{step} {seconds:.1f}s" for step, seconds in env.timings.items())
     print(f"local environment {args.name!r} is up in {time.monotonic() - started:.1f}s ({steps})")
     print(f"  export KUBECONFIG={env.cluster.kubeconfig}")
@@ -189,7 +196,7 @@ def _azurite(args: argparse.Namespace) -> int:
     return 0
 
 
-ERRORS = (ClusterError, binaries.BinaryError, images.ImageError, azurite.AzuriteError)
+ERRORS = (ClusterError, binaries.BinaryError, images.ImageError, azurite.AzuriteError, realnode.RealNodeError)
 
 
 def main(argv: list[str], prog: str = "funcplane") -> int:

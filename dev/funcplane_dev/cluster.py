@@ -1,5 +1,6 @@
 """A real local control plane as processes on loopback: etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler and kwok, with N simulated nodes.
+kube-controller-manager, kube-scheduler and kwok, with N simulated nodes (and, with
+``real_nodes``, real ones: kubelet, containerd and a CNI bridge each, see ``realnode``).
 
 Every cluster lives in its own directory (certs, kubeconfig, data, logs, ``state.json``). The
 processes run in their own sessions so ``up`` can return while they keep running. ``state.json`` is
@@ -30,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import binaries, pki, stages
+from . import binaries, pki, realnode, stages
 
 DEFAULT_NAME = "funcplane"
 DEFAULT_NODES = 3
@@ -144,11 +145,16 @@ class LocalCluster:
     services: dict[str, Process] = field(default_factory=dict)
     pod_network_added: bool = False
     pod_cidr: str = ""
+    # Real nodes (kubelet, containerd, CNI bridge) beside the simulated ones; see realnode.py.
+    real_nodes: int = 0
+    # How long the steps of the last `up` took (seconds), for the CLI and the benchmarks.
+    timings: dict[str, float] = field(default_factory=dict)
 
     # ---- paths and identity -------------------------------------------------------------
     @classmethod
-    def named(cls, name: str = DEFAULT_NAME, nodes: int = DEFAULT_NODES, directory: Path | None = None) -> "LocalCluster":
-        return cls(name=name, directory=directory or clusters_root() / name, nodes=nodes)
+    def named(cls, name: str = DEFAULT_NAME, nodes: int = DEFAULT_NODES, directory: Path | None = None,
+              real_nodes: int = 0) -> "LocalCluster":
+        return cls(name=name, directory=directory or clusters_root() / name, nodes=nodes, real_nodes=real_nodes)
 
     @property
     def kubeconfig(self) -> Path:
@@ -161,8 +167,11 @@ class LocalCluster:
     @property
     def env(self) -> dict[str, str]:
         kubectl_dir = str(binaries.COMPONENTS["kubernetes"].bin_dir)
-        return dict(os.environ, KUBECONFIG=str(self.kubeconfig),
-                    PATH=f"{kubectl_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig),
+                   PATH=f"{kubectl_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+        if self.real_nodes:  # an operator started for this cluster copies image files (see realnode.py)
+            env[realnode.OPERATOR_VOLUME_MODE[0]] = realnode.OPERATOR_VOLUME_MODE[1]
+        return env
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -185,7 +194,7 @@ class LocalCluster:
             return {p.name: {"pid": p.pid, "log": str(p.log)} for p in processes.values()}
         state = {"name": self.name, "nodes": self.nodes, "ports": self.ports,
                  "pod_network_added": self.pod_network_added, "pod_cidr": self.pod_cidr,
-                 "processes": record(self.processes), "services": record(self.services)}
+                 "real_nodes": self.real_nodes, "processes": record(self.processes), "services": record(self.services)}
         (self.directory / STATE_FILE).write_text(json.dumps(state, indent=2))
 
     @contextlib.contextmanager
@@ -213,6 +222,7 @@ class LocalCluster:
         self.name, self.nodes, self.ports = state["name"], state["nodes"], state["ports"]
         self.pod_network_added = state.get("pod_network_added", False)
         self.pod_cidr = state.get("pod_cidr", "")
+        self.real_nodes = state.get("real_nodes", 0)
         self.processes, self.services = processes("processes"), processes("services")
         return True
 
@@ -228,7 +238,8 @@ class LocalCluster:
         return [p for p in self.services.values() if not (_alive(p.pid) and _belongs_to(p.pid, self.directory))]
 
     def healthy(self) -> bool:
-        if set(self.processes) != set(COMPONENT_ORDER) or self.crashed():
+        if set(self.processes) != set(COMPONENT_ORDER) | set(realnode.process_names(self.real_nodes)) \
+                or self.crashed():
             return False
         return self._apiserver_ready()
 
@@ -250,18 +261,23 @@ class LocalCluster:
     # ---- lifecycle ----------------------------------------------------------------------
     def up(self, *, reuse: bool = True) -> "LocalCluster":
         """Start the cluster; an existing healthy one is reused, a stale one is replaced."""
-        wanted_nodes = self.nodes
+        wanted_nodes, wanted_real = self.nodes, self.real_nodes
         if self.reload():
-            if reuse and self.healthy() and self.nodes == wanted_nodes:
+            if reuse and self.healthy() and (self.nodes, self.real_nodes) == (wanted_nodes, wanted_real):
                 return self
             self.down()
-            self.nodes, self.ports = wanted_nodes, {}
+            self.nodes, self.real_nodes, self.ports = wanted_nodes, wanted_real, {}
         elif self.directory.exists():
             shutil.rmtree(self.directory)
         bins = binaries.ensure_all()
         self.directory.mkdir(parents=True)
         try:
+            started = time.monotonic()
             self._start(bins)
+            self.timings = {"control plane": time.monotonic() - started}
+            if self.real_nodes:
+                self._save()
+                self.timings |= realnode.start(self)
         except BaseException:
             self.down(remove=False)
             raise
@@ -272,10 +288,16 @@ class LocalCluster:
         the directory; free the pod network and remove the directory."""
         self.reload()  # what the directory records is the truth, whichever object started it
         _stop(list(reversed(self.services.values())), self.directory, SERVICE_STOP_TIMEOUT)
+        if self.real_nodes:
+            realnode.stop_agents(self, lambda names: _stop(
+                [self.processes[n] for n in names if n in self.processes], self.directory, timeout))
         _stop(list(reversed(self.processes.values())), self.directory, timeout)
+        # containerd's shims name its socket, so they are found here.
         leftovers = [Process(f"pid {pid}", pid, Path()) for pid in processes_naming(self.directory)]
         _stop(leftovers, self.directory, timeout)
         self.processes, self.services = {}, {}
+        if self.real_nodes:
+            realnode.teardown(self)
         if self.pod_network_added:
             _ip("addr", "del", self.pod_cidr, "dev", "lo")
             self.pod_network_added = False

@@ -42,10 +42,10 @@ def _timed(timings: dict[str, float], step: str, started: float) -> float:
 
 
 def up(name: str = DEFAULT_NAME, nodes: int = DEFAULT_NODES, *, fresh: bool = False,
-       directory: Path | None = None) -> Environment:
+       directory: Path | None = None, real_nodes: int = 0) -> Environment:
     timings: dict[str, float] = {}
     started = time.monotonic()
-    cluster = LocalCluster.named(name, nodes, directory=directory).up(reuse=not fresh)
+    cluster = LocalCluster.named(name, nodes, directory=directory, real_nodes=real_nodes).up(reuse=not fresh)
     environment = Environment(cluster, timings)
     started = _timed(timings, "cluster", started)
     install_crds(cluster)

@@ -2,7 +2,8 @@
 
 kwok simulates pods; nothing runs in them. For the demo and for tests that need a real host behind
 a pod (swap warm-ups, requests through a Service's endpoints), this runner plays the kubelet's part
-for pods labelled ``funcplane.io/app``: it materializes the pod's ConfigMap, Secret, emptyDir and
+for pods labelled ``funcplane.io/app`` on kwok's nodes (a real node's kubelet runs its own pods): it
+materializes the pod's ConfigMap, Secret, emptyDir and
 projected volumes (service-account tokens from the TokenRequest API) under a per-pod directory,
 resolves its environment (values, ConfigMap/Secret references, the downward API), starts ``funcplane-host`` bound to the pod's own IP (the pod CIDR is made local
 on the loopback device) and, when the pod goes away, runs the preStop drain before stopping it.
@@ -40,6 +41,7 @@ from typing import Any
 from kubernetes import client
 
 from funcplane.swap.observe import KEY_HEADER
+from . import realnode
 from .cluster import LocalCluster
 from .stages import RUNNER_FINALIZER
 
@@ -160,6 +162,9 @@ class PodRunner:
             pods = self._api.list_pod_for_all_namespaces(label_selector=APP_LABEL).items
         else:
             pods = self._api.list_namespaced_pod(self.namespace, label_selector=APP_LABEL).items
+        # Pods on real nodes have a kubelet of their own (see realnode.py): never run them twice.
+        real = {n.metadata.name for n in self._api.list_node(label_selector="=".join(realnode.NODE_LABEL)).items}
+        pods = [p for p in pods if p.spec.node_name not in real]
         wanted = {p.metadata.uid: p for p in pods
                   if p.metadata.deletion_timestamp is None and p.status.phase == "Running" and p.status.pod_ip}
         with self._lock:

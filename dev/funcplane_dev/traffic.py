@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kubernetes import client
 
@@ -29,12 +30,14 @@ class TrafficReport:
 class SteadyTraffic:
     """`threads` clients sending GET `path` to the Service, bounded in count and in time."""
 
-    def __init__(self, endpoints: ServiceEndpoints, path: str, *, threads: int = 4, max_requests: int = 20000,
+    def __init__(self, endpoints: ServiceEndpoints | None, path: str, *, threads: int = 4, max_requests: int = 20000,
                  max_seconds: float = 120.0, pause: float = 0.01,
-                 endpoint_wait: float = 5.0, on_answer: Callable[[float, bytes], None] | None = None) -> None:
+                 endpoint_wait: float = 5.0, on_answer: Callable[[float, bytes], None] | None = None,
+                 client: Any = None) -> None:
         """`endpoint_wait`: how long a request waits for a ready endpoint before it fails;
-        `on_answer(time, body)` sees each 2xx answer, and a ValueError or KeyError from it is a failure."""
-        self.client = EndpointClient(endpoints, timeout=10.0)
+        `on_answer(time, body)` sees each 2xx answer, and a ValueError or KeyError from it is a failure.
+        `client` replaces the EndpointSlice client (e.g. realnode.VipClient: through a ClusterIP)."""
+        self.client = client or EndpointClient(endpoints, timeout=10.0)
         self.path, self.max_requests, self.max_seconds, self.pause = path, max_requests, max_seconds, pause
         self.endpoint_wait, self.on_answer = endpoint_wait, on_answer
         self.report = TrafficReport()

@@ -34,4 +34,4 @@ def test_missing_go_toolchain_is_one_actionable_message(monkeypatch: pytest.Monk
 
 def test_unknown_binary_names_the_known_ones():
     with pytest.raises(binaries.BinaryError, match="known: .*kube-apiserver"):
-        binaries.ensure("kube-proxy")
+        binaries.ensure("kube-router")

@@ -76,6 +76,9 @@ class RecordingKube:
         body = self.objects.get((kind, namespace, name))
         return copy.deepcopy(body) if body else None
 
+    async def pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        return await self.list("Pod", namespace, label_selector)
+
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         meta = manifest["metadata"]
         self.writes.append(("apply", manifest["kind"], meta["name"]))
@@ -269,3 +272,19 @@ async def test_status_shows_each_instance_task_hub(app_manifest: Manifest, slot_
     assert status["taskHub"] == "shop"
     assert {instance: record.get("taskHub") for instance, record in status["instances"].items()} == {
         PRODUCTION_INSTANCE: "shop", STAGING_INSTANCE: "shopstaging"}
+
+
+async def test_a_not_ready_instance_says_why_its_pods_fail(app_manifest: Manifest) -> None:
+    """The kubelet's reason (here a missing Secret) reaches Ready and Degraded, with a Warning event."""
+    kube = RecordingKube([app_manifest()])
+    await reconcile(kube)
+    instance = next(body for (kind, _), body in kube.by_name().items() if kind == "Deployment")
+    kube._keep({"kind": "Pod", "metadata": {"name": "shop-pod-1", "labels": instance["spec"]["selector"]["matchLabels"]},
+                "status": {"containerStatuses": [{"name": "host", "ready": False, "state": {"waiting": {
+                    "reason": "CreateContainerConfigError", "message": 'secret "db" not found'}}}]}})
+    await reconcile(kube)
+    conditions = {c["type"]: c for c in kube.by_name()[("FunctionApp", "shop")]["status"]["conditions"]}
+    assert (conditions["Ready"]["status"], conditions["Degraded"]["reason"]) == ("False", "PodsFailing")
+    why = 'pod shop-pod-1: container host: CreateContainerConfigError: secret "db" not found'
+    assert why in conditions["Ready"]["message"] and why in conditions["Degraded"]["message"]
+    assert ("FunctionApp", "shop", "Warning", "PodsFailing") in kube.events, kube.events

@@ -108,3 +108,14 @@ def test_settings_change_restarts_pods_through_the_template_hash(function_app, r
     key = names.ANNOTATION_CONFIG_HASH
     assert before["spec"]["template"]["metadata"]["annotations"][key] != \
         after["spec"]["template"]["metadata"]["annotations"][key]
+
+
+def test_pods_go_where_the_app_asks_and_nowhere_else_by_default(function_app, rendered, deployment_of) -> None:
+    default = function_app()
+    plain = deployment_of(rendered(default), default)["spec"]["template"]["spec"]
+    assert "nodeSelector" not in plain and "tolerations" not in plain  # unchanged pods for existing apps
+    app = function_app(nodeSelector={"funcplane.io/node": "real"},
+                       tolerations=[{"key": "funcplane.io/real-node", "operator": "Exists", "effect": "NoSchedule"}])
+    pod = deployment_of(rendered(app), app)["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"funcplane.io/node": "real"}
+    assert pod["tolerations"] == [{"key": "funcplane.io/real-node", "operator": "Exists", "effect": "NoSchedule"}]

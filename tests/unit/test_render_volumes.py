@@ -35,4 +35,4 @@ def test_images_are_image_volumes_or_copied_by_an_init_container() -> None:
     assert copied.volumes == [{"name": "code", "emptyDir": {}}]
     [copier] = copied.init_containers
     assert copier["image"] == "code:1" and copier["volumeMounts"] == [{"name": "code", "mountPath": COPY_TARGET}]
-    assert copier["command"][-1] == f'cp -a "/app/." "{COPY_TARGET}/"'
+    assert copier["command"][-1] == f'cp -R "/app/." "{COPY_TARGET}/"'

@@ -61,6 +61,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# A not-ready instance's pods say why (a missing Secret, an image, a probe) in the app's status.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 # Each app's hosts get a Role to hold their slots' timer Leases (get and update limited to those
 # names); RBAC lets the operator grant only what it holds itself, hence the lease verbs here.
 - apiGroups: ["rbac.authorization.k8s.io"]

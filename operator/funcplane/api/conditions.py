@@ -30,6 +30,7 @@ class Reason:
     ROLLING_OUT = "RollingOut"
     STABLE = "Stable"
     ROLLOUT_STALLED = "RolloutStalled"
+    PODS_FAILING = "PodsFailing"
     AS_EXPECTED = "AsExpected"
     INVALID_SPEC = "InvalidSpec"
     # Slot

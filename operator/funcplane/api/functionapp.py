@@ -97,6 +97,17 @@ class Durable(Model):
     store: DurableStore = Field(default_factory=DurableStore)
 
 
+class Toleration(Model):
+    """A taint the app's pods tolerate (Kubernetes' Toleration, as it is written in a pod)."""
+
+    key: str | None = Field(None, description="Taint key; empty with operator Exists matches every taint.")
+    operator: Literal["Exists", "Equal"] = Field("Equal", description="Exists, or Equal to value.")
+    value: str | None = Field(None, description="Taint value (operator Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect; empty matches every effect.")
+    toleration_seconds: int | None = Field(None, description="NoExecute: how long the pod stays bound.")
+
+
 class SlotContent(Model):
     """What a deploy to a slot replaces: code and settings."""
 
@@ -121,6 +132,10 @@ class FunctionAppSpec(SlotContent):
     concurrency: Concurrency = Field(default_factory=Concurrency)
     resources: Resources = Field(default_factory=Resources)
     pod_annotations: dict[str, str] = Field(default_factory=dict, description="Merged into the pod template.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="The pods' nodeSelector: node labels a node must have to run them.")
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Taints the pods tolerate (e.g. of dedicated nodes).")
     warmup: Warmup = Field(default_factory=Warmup)
     function_timeout_seconds: int = Field(
         300, ge=1, le=3600, description="host.json functionTimeout; pods get this long (+30 s) to drain.")
@@ -189,8 +204,10 @@ class FunctionAppStatus(ConditionedStatus):
                           "shows its own under instances.")
 
     def mark_rollout(self, not_ready: list[str], progressing: list[str], stalled: list[str],
-                     generation: int | None) -> None:
-        """Ready, Progressing and Degraded from the slots' rollouts; each list describes what is in that state."""
+                     generation: int | None, failing: list[str] | None = None) -> None:
+        """Ready, Progressing and Degraded from the slots' rollouts; each list describes what is in that state
+        (`failing`: why pods do not become ready, from their status)."""
+        failing = failing or []
         self.observed_generation = generation
         self.set_conditions(
             condition(READY, not not_ready, Reason.INSTANCES_NOT_READY if not_ready else Reason.ALL_INSTANCES_READY,
@@ -199,8 +216,9 @@ class FunctionAppStatus(ConditionedStatus):
             condition(PROGRESSING, bool(progressing), Reason.ROLLING_OUT if progressing else Reason.STABLE,
                       ("rolling out: " + ", ".join(progressing)) if progressing else "no rollout in progress",
                       generation),
-            condition(DEGRADED, bool(stalled), Reason.ROLLOUT_STALLED if stalled else Reason.AS_EXPECTED,
-                      "; ".join(stalled) if stalled else "", generation),
+            condition(DEGRADED, bool(stalled or failing),
+                      Reason.ROLLOUT_STALLED if stalled else Reason.PODS_FAILING if failing else Reason.AS_EXPECTED,
+                      "; ".join(stalled + failing)[:1000], generation),
         )
 
     def mark_invalid_spec(self, message: str, generation: int | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,12 +18,15 @@ from funcplane.kube.status import write_status
 from funcplane.render import names
 from funcplane.render.app import SlotView, app_views, clone_settings, keys_secret, render_app, task_hubs
 from funcplane.render.deploy import admit_slots, plan_deployments
-from funcplane.render.readiness import deployment_rollout
+from funcplane.render.readiness import deployment_rollout, pod_problems
 from funcplane.render.workers import declared_workers, split, workers_for
 
-from .context import Context
+from .context import APP, Context
 
 logger = logging.getLogger(__name__)
+# While an instance is not ready, its pods are looked at again this often: the kubelet reports why
+# they fail (a missing Secret, an image, a probe) after the Deployment's status stopped changing.
+NOT_READY_RECHECK_SECONDS = 5.0
 
 
 def _slots_of(ctx: Context, namespace: str, app_name: str) -> list[dict[str, Any]]:
@@ -125,12 +129,24 @@ def _instance_deployments(ctx: Context, namespace: str, app_name: str, instance:
             if d["kind"] == "Deployment" and d["metadata"].get("labels", {}).get(names.LABEL_INSTANCE) == instance]
 
 
+async def _pod_problems(ctx: Context, namespace: str, app_name: str, instance: str) -> list[str]:
+    """Why the instance's pods are not ready, read from the pods (not kept in the store: only a
+    not-ready instance needs them)."""
+    selector = names.selector_string(names.instance_selector(app_name, instance))
+    try:
+        pods = await ctx.kube.pods(namespace, selector)
+    except Exception as error:  # noqa: BLE001 - the status says less, the reconcile goes on
+        logger.warning("cannot read the pods of %s/%s: %s", namespace, instance, error)
+        return []
+    return pod_problems(pods, time.time())
+
+
 async def _update_app_status(ctx: Context, body: dict[str, Any], app: FunctionApp, generation: int | None,
                              workers: list[Any], views: list[SlotView]) -> FunctionAppStatus:
     """Observed state into the app's status (written only if it changed); returns the new status."""
     namespace, app_name = app.metadata["namespace"], app.metadata["name"]
     status = app.status.model_copy(deep=True)
-    not_ready, stalled, progressing = [], [], []
+    not_ready, stalled, progressing, failing = [], [], [], []
     app_workers = workers_for(app.spec.runtime, workers)
     hubs = task_hubs(app, views)
     for slot_name, pointer in sorted(status.slots.items()):
@@ -144,7 +160,10 @@ async def _update_app_status(ctx: Context, body: dict[str, Any], app: FunctionAp
         record.workers = {w.name: (rollout.gray_ready if w.name in gray_only else rollout.ready_replicas)
                           for w in app_workers}
         if not rollout.ready:
-            not_ready.append(f"{slot_name} ({pointer.instance}: {rollout.ready_replicas}/{rollout.replicas} ready)")
+            problems = await _pod_problems(ctx, namespace, app_name, pointer.instance)
+            failing += problems
+            not_ready.append(f"{slot_name} ({pointer.instance}: {rollout.ready_replicas}/{rollout.replicas} ready"
+                             + (f"; {problems[0]}" if problems else "") + ")")
         if rollout.progressing:
             progressing.append(pointer.instance)
         if rollout.stalled:
@@ -152,7 +171,9 @@ async def _update_app_status(ctx: Context, body: dict[str, Any], app: FunctionAp
     production = status.slots.get(PRODUCTION)
     status.replicas = status.instances[production.instance].ready_replicas if production else 0
     status.task_hub = hubs.get(production.instance) if production else None
-    status.mark_rollout(not_ready, progressing, stalled, generation)
+    status.mark_rollout(not_ready, progressing, stalled, generation, failing)
+    if not_ready:
+        ctx.queue.add_after((APP, namespace, app_name), NOT_READY_RECHECK_SECONDS)
     current = ctx.store.get("FunctionApp", namespace, app_name) or body
     # With the resourceVersion: a concurrent pointer change (a swap) fails this write, never lost.
     if await write_status(ctx.kube, ctx.store, current, status, locked=True, announce=(READY, DEGRADED)):

@@ -110,6 +110,11 @@ class Kube:
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.call("GET", KINDS[kind].path(namespace, name))
 
+    async def pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """Pods, read when asked (not a watched kind: only a not-ready instance needs them)."""
+        result = await self.call("GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", label_selector)])
+        return (result or {}).get("items", [])
+
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply under the operator's single field manager."""
         meta = manifest["metadata"]

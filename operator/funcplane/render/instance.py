@@ -210,6 +210,10 @@ def _pod_template(request: InstanceRequest, slice_name: str, workers: list[Worke
     }
     if mounted.init_containers:
         pod_spec["initContainers"] = mounted.init_containers
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [t.wire() for t in spec.tolerations]
     labels = names.instance_selector(request.app_name, request.instance) | {names.LABEL_SLICE: slice_name}
     annotations = dict(spec.pod_annotations) | {names.ANNOTATION_CONFIG_HASH: config_hash}
     return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec}

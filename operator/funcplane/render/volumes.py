@@ -60,7 +60,8 @@ def mount_source(volume: str, source: FileSource | None, mount_path: str, mode: 
         "name": f"copy-{volume}",
         "image": image.reference,
         "imagePullPolicy": image.pull_policy,
-        "command": ["sh", "-c", f'cp -a "{source_dir}/." "{COPY_TARGET}/"'],
+        # -R, not -a: the pod's user does not own the emptyDir, so preserving its times fails.
+        "command": ["sh", "-c", f'cp -R "{source_dir}/." "{COPY_TARGET}/"'],
         "volumeMounts": [{"name": volume, "mountPath": COPY_TARGET}],
         "securityContext": INIT_SECURITY,
     }
