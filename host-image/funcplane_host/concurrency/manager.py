@@ -16,6 +16,12 @@ Beyond Azure:
   and, after 3 consecutive saturated windows, drives decreases for that function alone, so a
   function stuck on a slow downstream stops growing even when CPU is idle. It does not pause
   fetching (that is the host throttles' job).
+- *busy* throttles (CPU, when the saturation signal is on): a CPU-bound app that keeps its cores
+  at full use is doing its job, not overloaded, unless its latency grows. Such a throttle only
+  holds every function's level (no increase: there is no headroom to grow into); it neither
+  pauses fetching nor admissions below the limit, nor decreases by itself: a function whose
+  latency suffers is brought down by its saturation signal. Azure's algorithm alone
+  (saturation off) keeps CPU as a full throttle, as Azure has it.
 """
 
 from __future__ import annotations
@@ -52,17 +58,28 @@ class ThrottleState(str, Enum):
 
 @dataclass
 class ThrottleStatus:
-    state: ThrottleState = ThrottleState.UNKNOWN
+    state: ThrottleState = ThrottleState.UNKNOWN  # from the overload throttles (not the busy ones)
     consecutive: int = 0
-    enabled: list[str] = field(default_factory=list)
+    enabled: list[str] = field(default_factory=list)  # every throttle that is on, busy ones included
+    busy: bool = False  # a busy-only throttle is on: hold levels, keep working
+    healthy_consecutive: int = 0  # consecutive checks with no throttle of either kind on
+
+    @property
+    def healthy(self) -> bool:
+        return self.state is ThrottleState.DISABLED and not self.busy
 
 
 class ThrottleManager:
-    """Aggregates throttle providers (name -> callable returning a ThrottleState) at most once a second."""
+    """Aggregates throttle providers (name -> callable returning a ThrottleState) at most once a second.
 
-    def __init__(self, providers: dict[str, Callable[[], ThrottleState]], clock: Clock) -> None:
+    Providers named in `busy_only` say "no headroom" rather than "overloaded" (see the module doc).
+    """
+
+    def __init__(self, providers: dict[str, Callable[[], ThrottleState]], clock: Clock,
+                 busy_only: frozenset[str] = frozenset()) -> None:
         self.providers = providers
         self.clock = clock
+        self.busy_only = busy_only
         self.status = ThrottleStatus()
         self._evaluated_at: float | None = None
 
@@ -73,7 +90,8 @@ class ThrottleManager:
         self._evaluated_at = now
         results = {name: provider() for name, provider in self.providers.items()}
         enabled = sorted(name for name, state in results.items() if state is ThrottleState.ENABLED)
-        if enabled:
+        busy = any(name in self.busy_only for name in enabled)
+        if any(name not in self.busy_only for name in enabled):
             state = ThrottleState.ENABLED
         elif any(state is ThrottleState.UNKNOWN for state in results.values()):
             state = ThrottleState.UNKNOWN
@@ -81,8 +99,11 @@ class ThrottleManager:
             state = ThrottleState.DISABLED
         previous = self.status
         consecutive = previous.consecutive + 1 if state is previous.state else 0
-        self.status = ThrottleStatus(state, consecutive, enabled)
-        return self.status
+        status = ThrottleStatus(state, consecutive, enabled, busy)
+        if status.healthy:
+            status.healthy_consecutive = previous.healthy_consecutive + 1 if previous.healthy else 0
+        self.status = status
+        return status
 
 
 @dataclass
@@ -290,12 +311,14 @@ class ConcurrencyManager:
             if status.saturated_consecutive >= MIN_CONSECUTIVE_DECREASE and status.current > 1:
                 status.adjust(-1)
             return status
-        if (throttle.state is ThrottleState.DISABLED and throttle.consecutive >= MIN_CONSECUTIVE_INCREASE
-                and status.can_increase()):
+        # Busy (CPU at full use, latency fine): hold the level. Without busy-only throttles
+        # `healthy_consecutive` is Azure's consecutive Disabled count.
+        if throttle.healthy and throttle.healthy_consecutive >= MIN_CONSECUTIVE_INCREASE and status.can_increase():
             status.adjust(+1)
         return status
 
     def throttled(self) -> bool:
+        """An overload throttle is on: fetch nothing, admit nothing (busy-only throttles do not count)."""
         return self.throttles.get_status().state is ThrottleState.ENABLED
 
     def available(self, name: str, pending: int) -> int:

@@ -68,11 +68,14 @@ class HostConcurrency:
         self.cpu = CpuThrottle(self._pids, self.options.concurrency.cpu_threshold, self.cores)
         self.loop_lag = LoopLagThrottle()
         self.channels = ChannelLatencyThrottle()
+        saturation = self.options.concurrency.saturation_throttle_enabled
         self.throttles = ThrottleManager(
-            {"cpu": self.cpu.state, "eventLoop": self.loop_lag.state, "workerChannel": self.channels.state}, clock)
+            {"cpu": self.cpu.state, "eventLoop": self.loop_lag.state, "workerChannel": self.channels.state}, clock,
+            # With the saturation signal, full CPU alone holds levels; latency decides decreases.
+            busy_only=frozenset({"cpu"}) if saturation else frozenset())
         self.manager = ConcurrencyManager(
             self.throttles, clock, maximum=self.options.concurrency.maximum_function_concurrency,
-            saturation_enabled=self.options.concurrency.saturation_throttle_enabled)
+            saturation_enabled=saturation)
         self._static: dict[str, FunctionConcurrency] = {}
         self._freed: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -293,6 +296,7 @@ class HostConcurrency:
             "throttles": {
                 "state": throttle.state.value if self.dynamic else ThrottleState.DISABLED.value,
                 "enabled": list(throttle.enabled),
+                "busy": throttle.busy if self.dynamic else False,
                 "consecutive": throttle.consecutive,
                 "cpuPercent": None if self.cpu.load is None else round(self.cpu.load, 1),
                 "eventLoopMissedShare": round(self.loop_lag.missed_share, 3),
