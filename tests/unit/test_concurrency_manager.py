@@ -181,3 +181,14 @@ def test_azure_cpu_throttle_stops_a_cpu_bound_function_that_uses_its_cores() -> 
     manager, levels, azure = cpu_bound_run(frozenset(), FakeClock())
     # Azure's rule: full CPU is an overload and fetching pauses while it lasts: stop-go.
     assert azure < 0.9 * funcplane, (azure, funcplane)
+
+
+def test_full_cpu_lets_a_function_grow_while_nothing_waits_for_a_core() -> None:
+    # The cores are full (say, another function), but this one's latency does not grow with its
+    # concurrency: no queue of its own, so full CPU alone does not hold it.
+    clock = FakeClock()
+    manager = ConcurrencyManager(ThrottleManager({"cpu": lambda: ThrottleState.ENABLED}, clock,
+                                                 busy_only=frozenset({"cpu"})), clock)
+    levels = run_closed_loop(manager, clock, lambda k: 0.05, 40)
+    assert manager.throttles.get_status().busy and not manager.throttled()
+    assert levels[-1] > 20, levels

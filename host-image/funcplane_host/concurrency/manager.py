@@ -17,11 +17,13 @@ Beyond Azure:
   function stuck on a slow downstream stops growing even when CPU is idle. It does not pause
   fetching (that is the host throttles' job).
 - *busy* throttles (CPU, when the saturation signal is on): a CPU-bound app that keeps its cores
-  at full use is doing its job, not overloaded, unless its latency grows. Such a throttle only
-  holds every function's level (no increase: there is no headroom to grow into); it neither
-  pauses fetching nor admissions below the limit, nor decreases by itself: a function whose
-  latency suffers is brought down by its saturation signal. Azure's algorithm alone
-  (saturation off) keeps CPU as a full throttle, as Azure has it.
+  at full use is doing its job, not overloaded, unless its latency grows. Such a throttle neither
+  pauses fetching nor admissions below the limit, nor decreases by itself; it combines with the
+  latency signal: while it is on, a function grows only as long as its queue estimate is at most
+  half its allowance (more slots fill the gaps between one invocation and the next on a worker;
+  past that they only wait for a core), and a function whose queue passes the allowance comes
+  down through its saturation signal. Azure's algorithm alone (saturation off) keeps CPU as a
+  full throttle, as Azure has it.
 """
 
 from __future__ import annotations
@@ -61,12 +63,7 @@ class ThrottleStatus:
     state: ThrottleState = ThrottleState.UNKNOWN  # from the overload throttles (not the busy ones)
     consecutive: int = 0
     enabled: list[str] = field(default_factory=list)  # every throttle that is on, busy ones included
-    busy: bool = False  # a busy-only throttle is on: hold levels, keep working
-    healthy_consecutive: int = 0  # consecutive checks with no throttle of either kind on
-
-    @property
-    def healthy(self) -> bool:
-        return self.state is ThrottleState.DISABLED and not self.busy
+    busy: bool = False  # a busy-only throttle is on: no headroom, keep working
 
 
 class ThrottleManager:
@@ -99,11 +96,8 @@ class ThrottleManager:
             state = ThrottleState.DISABLED
         previous = self.status
         consecutive = previous.consecutive + 1 if state is previous.state else 0
-        status = ThrottleStatus(state, consecutive, enabled, busy)
-        if status.healthy:
-            status.healthy_consecutive = previous.healthy_consecutive + 1 if previous.healthy else 0
-        self.status = status
-        return status
+        self.status = ThrottleStatus(state, consecutive, enabled, busy)
+        return self.status
 
 
 @dataclass
@@ -269,10 +263,14 @@ class FunctionConcurrency:
         self.queue_estimate = in_flight * (1.0 - floor / mean) if mean > 0 else 0.0
         # Judged on the concurrency actually reached (L), not on whether the limit was full: a
         # function whose callers or fetches keep it below its limit can still be past its knee.
-        allowance = max(SATURATION_QUEUE_FLOOR, math.sqrt(self.current) / 2.0)
-        saturated = self.queue_estimate > allowance
+        saturated = self.queue_estimate > self.allowance
         self.saturated_consecutive = self.saturated_consecutive + 1 if saturated else 0
         self.saturated = saturated
+
+    @property
+    def allowance(self) -> float:
+        """The queue a function may build before it counts as saturated."""
+        return max(SATURATION_QUEUE_FLOOR, math.sqrt(self.current) / 2.0)
 
     def forget_minimum_latency(self) -> None:
         self._window_means.clear()
@@ -311,9 +309,10 @@ class ConcurrencyManager:
             if status.saturated_consecutive >= MIN_CONSECUTIVE_DECREASE and status.current > 1:
                 status.adjust(-1)
             return status
-        # Busy (CPU at full use, latency fine): hold the level. Without busy-only throttles
-        # `healthy_consecutive` is Azure's consecutive Disabled count.
-        if throttle.healthy and throttle.healthy_consecutive >= MIN_CONSECUTIVE_INCREASE and status.can_increase():
+        if throttle.busy and status.queue_estimate > status.allowance / 2:
+            return status  # no spare cores and invocations begin to wait for one: hold
+        if (throttle.state is ThrottleState.DISABLED and throttle.consecutive >= MIN_CONSECUTIVE_INCREASE
+                and status.can_increase()):
             status.adjust(+1)
         return status
 
