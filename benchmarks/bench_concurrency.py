@@ -119,11 +119,22 @@ class Host:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def ready(self) -> None:
+    async def ready(self, session: aiohttp.ClientSession) -> None:
+        """Ready, and every worker process started: a host is ready with its first worker, and a
+        short point measured before the second one is up would see half the cores."""
         try:
             await wait_http(f"{self.url}/readyz", 60.0)
         except RuntimeError:
             raise RuntimeError(f"host not ready: {self.log.read_text()[-2000:]}") from None
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:
+            async with session.get(f"{self.url}/admin/host/status",
+                                   headers={"x-functions-key": MASTER_KEY}) as response:
+                pools = (await response.json())["workers"]
+            if all(process["state"] == "ready" for pool in pools for process in pool["processes"]):
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"worker processes not ready: {pools}")
 
     async def report(self, session: aiohttp.ClientSession, function: str) -> tuple[dict, str]:
         """The function's /admin/concurrency entry, and its limit with a letter per signal on
@@ -214,7 +225,7 @@ class Bench:
         host = Host(self.scratch, self.env(workload, host_id), host_json)
         load = Load(transport, workload, host.url, queue)
         try:
-            await host.ready()
+            await host.ready(session)
             load.start(session)
             started = time.monotonic()
             samples: list[tuple[float, int]] = []
@@ -314,7 +325,7 @@ class Bench:
             host = Host(self.scratch, env, {"concurrency": {"dynamicConcurrencyEnabled": True}})
             started = time.monotonic()
             try:
-                await host.ready()
+                await host.ready(session)
                 while time.monotonic() - started < 600:
                     done = runs.read_text().count("\n") if runs.exists() else 0
                     remaining = (await queue.get_queue_properties()).approximate_message_count

@@ -16,14 +16,14 @@ Beyond Azure:
   and, after 3 consecutive saturated windows, drives decreases for that function alone, so a
   function stuck on a slow downstream stops growing even when CPU is idle. It does not pause
   fetching (that is the host throttles' job).
-- *busy* throttles (CPU, when the saturation signal is on): a CPU-bound app that keeps its cores
-  at full use is doing its job, not overloaded, unless its latency grows. Such a throttle neither
-  pauses fetching nor admissions below the limit, nor decreases by itself; it combines with the
-  latency signal: while it is on, a function grows only as long as its queue estimate is at most
-  half its allowance (more slots fill the gaps between one invocation and the next on a worker;
-  past that they only wait for a core), and a function whose queue passes the allowance comes
-  down through its saturation signal. Azure's algorithm alone (saturation off) keeps CPU as a
-  full throttle, as Azure has it.
+- *busy* throttles (CPU and worker channel latency, when the saturation signal is on): a
+  CPU-bound app that keeps its cores at full use (and its GIL-bound workers slow to answer) is
+  doing its job, not overloaded, unless its latency grows. Such a throttle neither pauses
+  fetching nor admissions below the limit, nor decreases by itself; it combines with the latency
+  signal: while it is on, a function grows only as long as its queue estimate is at most half its
+  allowance (more slots fill the gaps between one invocation and the next on a worker; past that
+  they only wait for a core), and a function whose queue passes the allowance comes down through
+  its saturation signal. Azure's algorithm alone (saturation off) keeps them full throttles.
 """
 
 from __future__ import annotations

@@ -71,8 +71,10 @@ class HostConcurrency:
         saturation = self.options.concurrency.saturation_throttle_enabled
         self.throttles = ThrottleManager(
             {"cpu": self.cpu.state, "eventLoop": self.loop_lag.state, "workerChannel": self.channels.state}, clock,
-            # With the saturation signal, full CPU alone holds levels; latency decides decreases.
-            busy_only=frozenset({"cpu"}) if saturation else frozenset())
+            # With the saturation signal, full CPU and slow worker channels (a GIL-bound worker
+            # answers late because it is busy) say "no headroom", not "overloaded": latency
+            # decides decreases. A starved host event loop stays an overload.
+            busy_only=frozenset({"cpu", "workerChannel"}) if saturation else frozenset())
         self.manager = ConcurrencyManager(
             self.throttles, clock, maximum=self.options.concurrency.maximum_function_concurrency,
             saturation_enabled=saturation)
