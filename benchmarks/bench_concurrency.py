@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_concurrency.py [--workloads io,cpu] [--transports http,queue]
         [--static 1,2,4,8,16,32,64] [--point-seconds 3] [--dynamic-seconds 40] [--azure-seconds 30]
-        [--rounds 3] [--slice-seconds 9] [--backlog 2000] [--full] [--trace]
+        [--rounds 2] [--slice-seconds 9] [--backlog 2000] [--full] [--trace]
 
 Workloads (tests/host/apps/concurrency-v2): `io`, an async function whose simulated downstream
 answers in 200 ms up to 8 concurrent calls and degrades beyond (1 worker process, so the worker
@@ -23,8 +23,9 @@ is therefore measured in alternating slices (`--rounds`, order flipped each roun
 the static limit C*, then the dynamic host restarted from its slot's snapshot, each for
 `--slice-seconds`, and each round's dynamic figures are divided by the static ones of that round.
 
-The default sweep is 1, 2, 4, 8, 16, 32, 64 with short points (about 8 minutes in all); `--full`
-adds 3, 6 and 12, measures each point and slice longer and runs 5 rounds. Last, a backlog of
+The default sweep is 1, 2, 4, 8, 16, 32, 64 with 3 s points and 2 rounds (about 3 minutes a
+pair on an idle machine, most of it host start-ups); `--full` adds 3, 6 and 12, measures each
+point 6 s and runs 5 rounds. Last, a backlog of
 `--backlog` messages is drained by a dynamic-concurrency host and every message is counted: none
 lost, none run twice. Needs the project venv and Azurite (installed on first use from npm into
 ~/.cache/funcplane).
@@ -402,7 +403,7 @@ def main() -> None:
     parser.add_argument("--point-seconds", type=float, help="measured seconds per static point (3; --full 6)")
     parser.add_argument("--dynamic-seconds", type=float, default=40.0, help="cold run; the last 10 s are measured")
     parser.add_argument("--azure-seconds", type=float, default=30.0, help="Azure's algorithm alone, from cold")
-    parser.add_argument("--rounds", type=int, help="alternating static/snapshot slice pairs (3; --full 5)")
+    parser.add_argument("--rounds", type=int, help="alternating static/snapshot slice pairs (2; --full 5)")
     parser.add_argument("--slice-seconds", type=float, default=9.0,
                         help="each alternating slice, 1 s of it warm-up (the snapshot target is 10 s)")
     parser.add_argument("--backlog", type=int, default=2000)
@@ -414,7 +415,7 @@ def main() -> None:
     if args.point_seconds is None:
         args.point_seconds = 6.0 if args.full else 3.0
     if args.rounds is None:
-        args.rounds = 5 if args.full else 3
+        args.rounds = 5 if args.full else 2
     with tempfile.TemporaryDirectory() as scratch:
         azurite = AzuriteServer(Path(scratch) / "azurite").start()
         try:

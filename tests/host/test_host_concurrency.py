@@ -126,6 +126,8 @@ def test_queue_function_converges_on_a_degrading_downstream(start_host, azurite)
     assert any(s["saturated"] for s in samples), samples[-5:]
     assert 4 <= limits[-1] <= 16 and max(limits[-10:]) <= 16, limits
     assert all(s["inFlight"] <= s["concurrency"] + 6 for s in samples)
+    # Messages fetched ahead of the limit waited for a slot rather than running past it.
+    assert max(s["queued"] for s in samples) > 0, samples[-5:]
     assert max(s["backlog"] or 0 for s in samples) > 0 and samples[-1]["completed"] > 100, samples[-1]
 
 

@@ -192,3 +192,24 @@ def test_full_cpu_lets_a_function_grow_while_nothing_waits_for_a_core() -> None:
     levels = run_closed_loop(manager, clock, lambda k: 0.05, 40)
     assert manager.throttles.get_status().busy and not manager.throttled()
     assert levels[-1] > 20, levels
+
+
+def test_saturation_decreases_by_no_more_than_the_excess_queue() -> None:
+    clock = FakeClock()
+    manager = manager_with(lambda: ThrottleState.DISABLED, clock)
+    status = manager.function("f")
+    status.current = 12
+    levels = []
+    for second in range(40):
+        # 20 completions a second: 100 ms each in the first window (the floor), then 250 ms, so
+        # a window's queue estimate is L x (1 - W_min / W) = 5 x 0.6 = 3, one past the allowance.
+        latency = 0.1 if second < 3 else 0.25
+        for _ in range(20):
+            status.started()
+            clock.now += 0.05
+            status.completed_one(latency)
+        manager.get_status("f")
+        levels.append(status.current)
+    drops = [a - b for a, b in zip(levels, levels[1:]) if b < a]
+    assert len(drops) >= 3, levels
+    assert set(drops) == {1}, levels  # Azure's growing steps would take 1, 2, 3 ...

@@ -13,7 +13,8 @@ Beyond Azure:
   latency seen recently and `L` the window's average in-flight count (latency-seconds per
   second), the work not making progress is `q = L x (1 - W_min / W)`; the function is saturated
   when `q > max(2, sqrt(limit) / 2)`. Saturation blocks increases
-  and, after 3 consecutive saturated windows, drives decreases for that function alone, so a
+  and, after 3 consecutive saturated windows, drives decreases for that function alone (by
+  Azure's step, but never more than the queue past the allowance), so a
   function stuck on a slow downstream stops growing even when CPU is idle. It does not pause
   fetching (that is the host throttles' job).
 - *busy* throttles (CPU and worker channel latency, when the saturation signal is on): a
@@ -214,8 +215,11 @@ class FunctionConcurrency:
         self._run_direction = direction
         return delta
 
-    def adjust(self, direction: int) -> None:
+    def adjust(self, direction: int, most: int | None = None) -> None:
+        """Step in `direction` by Azure's run-length rule, by at most `most` when given."""
         delta = self.next_delta(direction)
+        if most is not None:
+            delta = direction * min(abs(delta), max(1, most))
         target = max(1, self.current + delta)
         if self.maximum != -1:
             target = min(target, self.maximum)  # clamp: never learn past the maximum
@@ -307,7 +311,9 @@ class ConcurrencyManager:
             return status
         if status.saturated:
             if status.saturated_consecutive >= MIN_CONSECUTIVE_DECREASE and status.current > 1:
-                status.adjust(-1)
+                # Remove the queue past the allowance, no more: Azure's growing steps (1, 2, 3 ...)
+                # would cut a CPU-bound function from just past its knee to 1.
+                status.adjust(-1, most=round(status.queue_estimate - status.allowance))
             return status
         if throttle.busy and status.queue_estimate > status.allowance / 2:
             return status  # no spare cores and invocations begin to wait for one: hold
