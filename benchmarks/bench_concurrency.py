@@ -104,7 +104,7 @@ class Host:
 
     def __init__(self, scratch: Path, env: dict[str, str], host_json: dict) -> None:
         self.port = free_port()
-        run = scratch / f"host-{self.port}"
+        run = scratch / f"host-{self.port}-{uuid.uuid4().hex[:6]}"  # a port comes back in a long run
         run.mkdir()
         (run / "keys.json").write_text(json.dumps({"masterKey": MASTER_KEY}))
         (run / "override.json").write_text(json.dumps(host_json))
