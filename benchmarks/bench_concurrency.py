@@ -23,8 +23,8 @@ is therefore measured in alternating slices (`--rounds`, order flipped each roun
 the static limit C*, then the dynamic host restarted from its slot's snapshot, each for
 `--slice-seconds`, and each round's dynamic figures are divided by the static ones of that round.
 
-The default sweep is 1, 2, 4, 8, 16, 32, 64 with 3 s points and 2 rounds (about 3 minutes a
-pair on an idle machine, most of it host start-ups); `--full` adds 3, 6 and 12, measures each
+The default sweep is 1, 2, 4, 8, 16, 32, 64 with 3 s points and 2 rounds (about 3.3 minutes a
+pair under a load average of 10, most of it host start-ups); `--full` adds 3, 6 and 12, measures each
 point 6 s and runs 5 rounds. Last, a backlog of
 `--backlog` messages is drained by a dynamic-concurrency host and every message is counted: none
 lost, none run twice. Needs the project venv and Azurite (installed on first use from npm into
