@@ -1,26 +1,34 @@
 """Dynamic concurrency against hand-tuned static limits, and a 2,000-message backlog on Azurite.
 
     .venv/bin/python benchmarks/bench_concurrency.py [--workloads io,cpu] [--transports http,queue]
-        [--static 1,2,4,8,16,32,64] [--point-seconds 6] [--dynamic-seconds 40] [--snapshot-seconds 10]
-        [--backlog 2000]
+        [--static 1,2,4,8,16,32,64] [--point-seconds 3] [--dynamic-seconds 40] [--azure-seconds 30]
+        [--rounds 2] [--slice-seconds 9] [--backlog 2000] [--full] [--trace]
 
 Workloads (tests/host/apps/concurrency-v2): `io`, an async function whose simulated downstream
-answers in 50 ms up to 8 concurrent calls and degrades beyond (1 worker process, so the worker
-sees every call); `cpu`, about 20 ms of GIL-bound hashing with 2 worker processes. Each runs over
-HTTP (64 closed-loop callers) and over a queue (a feeder keeps a backlog in Azurite).
+answers in 200 ms up to 8 concurrent calls and degrades beyond (1 worker process, so the worker
+sees every call); `cpu`, GIL-bound hashing with 2 worker processes. Each runs over HTTP (64
+closed-loop callers) and over a queue (a feeder keeps a backlog in Azurite).
 
 For each pair: a sweep of static limits (HTTP: a per-function `maximumConcurrency`; queue:
 `batchSize` + `newBatchThreshold` summing to the level), one fresh host per point; then dynamic
-concurrency from cold, the same slot restarted from its snapshot, and Azure's algorithm alone
-(no saturation signal). Throughput is the host's completion count over the measured window;
-latency is the host's execution p99 over its last 10 s (with closed-loop callers, end-to-end
-latency is callers / throughput whatever the limit). T* is the best static throughput, C* the
-smallest static level within 2 % of it, P* the p99 there. Acceptance: dynamic >= 0.90 x T* with
-p99 <= 2 x P*, reached within 60 s cold and 10 s from a snapshot.
+concurrency from cold, and Azure's algorithm alone (no saturation signal). Throughput is the
+host's completion count over the measured window; latency is the host's execution p99 over its
+last 10 s (with closed-loop callers, end-to-end latency is callers / throughput whatever the
+limit). T* is the best static throughput, C* the smallest static level within 2 % of it, P* the
+p99 there. Acceptance: dynamic >= 0.90 x T* with p99 <= 2 x P*, reached within 60 s cold and 10 s
+from a snapshot.
 
-Last, a backlog of `--backlog` messages is drained by a dynamic-concurrency host and every
-message is counted: none lost, none run twice. Needs the project venv and Azurite (installed on
-first use from npm into ~/.cache/funcplane).
+The machine is shared, so its load drifts between the sweep's points. The verdict from a snapshot
+is therefore measured in alternating slices (`--rounds`, order flipped each round): a host with
+the static limit C*, then the dynamic host restarted from its slot's snapshot, each for
+`--slice-seconds`, and each round's dynamic figures are divided by the static ones of that round.
+
+The default sweep is 1, 2, 4, 8, 16, 32, 64 with 3 s points and 2 rounds (about 3.3 minutes a
+pair under a load average of 10, most of it host start-ups); `--full` adds 3, 6 and 12, measures each
+point 6 s and runs 5 rounds. Last, a backlog of
+`--backlog` messages is drained by a dynamic-concurrency host and every message is counted: none
+lost, none run twice. Needs the project venv and Azurite (installed on first use from npm into
+~/.cache/funcplane).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import base64
 import json
 import math
 import os
+import statistics
 import signal
 import subprocess
 import sys
@@ -38,7 +47,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -67,6 +76,27 @@ class Result:
     p99_ms: float
     limit: int | None = None
     reached_after: float | None = None  # seconds until a 5 s window reached 0.9 x T*
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (seconds since load, completed)
+
+    def reached(self, target: float) -> float | None:
+        """Seconds after the load began until a 5 s window ran at `target` per second or more."""
+        for index, (now, done) in enumerate(self.samples):
+            window = [s for s in self.samples[:index + 1] if s[0] >= now - 5.0]
+            if len(window) >= 5 and (done - window[0][1]) / (now - window[0][0]) >= target:
+                return now
+        return None
+
+
+@dataclass
+class Pair:
+    """One workload over one transport: the sweep, the dynamic runs and the alternating rounds."""
+
+    workload: str
+    transport: str
+    static: list[Result]
+    dynamic: list[Result]  # cold, then Azure's algorithm alone
+    rounds: list[tuple[Result, Result]]  # (static C*, dynamic from its snapshot), same load
+    load: tuple[float, float]  # 1-minute load average at the start and at the end
 
 
 class Host:
@@ -74,7 +104,7 @@ class Host:
 
     def __init__(self, scratch: Path, env: dict[str, str], host_json: dict) -> None:
         self.port = free_port()
-        run = scratch / f"host-{self.port}"
+        run = scratch / f"host-{self.port}-{uuid.uuid4().hex[:6]}"  # a port comes back in a long run
         run.mkdir()
         (run / "keys.json").write_text(json.dumps({"masterKey": MASTER_KEY}))
         (run / "override.json").write_text(json.dumps(host_json))
@@ -90,15 +120,31 @@ class Host:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def ready(self) -> None:
+    async def ready(self, session: aiohttp.ClientSession) -> None:
+        """Ready, and every worker process started: a host is ready with its first worker, and a
+        short point measured before the second one is up would see half the cores."""
         try:
             await wait_http(f"{self.url}/readyz", 60.0)
         except RuntimeError:
             raise RuntimeError(f"host not ready: {self.log.read_text()[-2000:]}") from None
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:
+            async with session.get(f"{self.url}/admin/host/status",
+                                   headers={"x-functions-key": MASTER_KEY}) as response:
+                pools = (await response.json())["workers"]
+            if all(process["state"] == "ready" for pool in pools for process in pool["processes"]):
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"worker processes not ready: {pools}")
 
-    async def report(self, session: aiohttp.ClientSession, function: str) -> dict:
+    async def report(self, session: aiohttp.ClientSession, function: str) -> tuple[dict, str]:
+        """The function's /admin/concurrency entry, and its limit with a letter per signal on
+        (c: CPU, l: event-loop lag, w: worker channel latency, s: saturated) for --trace."""
         async with session.get(f"{self.url}/admin/concurrency", headers={"x-functions-key": MASTER_KEY}) as response:
-            return (await response.json())["functions"][function]
+            body = await response.json()
+        entry = body["functions"][function]
+        flags = "".join(name[0].lower() for name in body["throttles"]["enabled"]) + ("s" if entry["saturated"] else "")
+        return entry, f"{entry['concurrency']}{flags}"
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -180,27 +226,24 @@ class Bench:
         host = Host(self.scratch, self.env(workload, host_id), host_json)
         load = Load(transport, workload, host.url, queue)
         try:
-            await host.ready()
+            await host.ready(session)
             load.start(session)
             started = time.monotonic()
             samples: list[tuple[float, int]] = []
-            trace: list[int] = []
-            reached_after = None
+            trace: list[str] = []
             while time.monotonic() - started < warmup + seconds:
                 await asyncio.sleep(1.0)
-                report = await host.report(session, function)
-                now = time.monotonic() - started
-                samples.append((now, report["completed"]))
-                trace.append(report["concurrency"])
-                if t_star and reached_after is None:
-                    window = [s for s in samples if s[0] >= now - 5.0]
-                    if len(window) >= 5 and (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]) >= 0.9 * t_star:
-                        reached_after = now
+                report, traced = await host.report(session, function)
+                samples.append((time.monotonic() - started, report["completed"]))
+                trace.append(traced)
             measured = [s for s in samples if s[0] >= warmup]
             throughput = (measured[-1][1] - measured[0][1]) / (measured[-1][0] - measured[0][0])
             if self.args.trace and host_json.get("concurrency", {}).get("dynamicConcurrencyEnabled"):
-                print(f"    limit each second: {trace}", flush=True)
-            return Result("", throughput, report["p99LatencyMs"], report["concurrency"], reached_after)
+                print(f"    limit each second: {' '.join(trace)}", flush=True)
+            result = Result("", throughput, report["p99LatencyMs"], report["concurrency"], samples=samples)
+            if t_star:
+                result.reached_after = result.reached(0.9 * t_star)
+            return result
         finally:
             await load.stop()
             host.stop()
@@ -216,40 +259,57 @@ class Bench:
             overrides = {"batchSize": batch, "newBatchThreshold": level - batch}
         return {"concurrency": {"dynamicConcurrencyEnabled": False}, "funcplane": {"functions": {function: overrides}}}
 
-    async def pair(self, session: aiohttp.ClientSession, workload: str, transport: str) -> list[Result]:
+    async def pair(self, session: aiohttp.ClientSession, workload: str, transport: str) -> Pair:
         args = self.args
         function = FUNCTION[(workload, transport)]
-        results = []
+        load_before = os.getloadavg()[0]
         if transport == "queue":
             async with QueueClient.from_connection_string(self.azurite.connection_string,
                                                          self.queues[workload]) as queue:
                 await queue.create_queue()
+        static = []
         for level in args.static:
             result = await self.run_host(session, workload, transport, self.static_json(transport, function, level),
-                                         args.point_seconds, 2.0, f"static-{uuid.uuid4().hex[:8]}")
+                                         args.point_seconds, 1.0, f"static-{uuid.uuid4().hex[:8]}")
             result.label = f"static {level}"
-            results.append(result)
+            static.append(result)
             print(f"  {workload}/{transport} static {level:>3}: {result.throughput:7.1f}/s  p99 {result.p99_ms:7.1f} ms",
                   flush=True)
-        t_star = max(r.throughput for r in results)
+        t_star = max(r.throughput for r in static)
+        c_star = next(level for level, r in zip(args.static, static) if r.throughput >= 0.98 * t_star)
         dynamic = {"concurrency": {"dynamicConcurrencyEnabled": True}}
         host_id = f"dynamic-{uuid.uuid4().hex[:8]}"
         cold = await self.run_host(session, workload, transport, dynamic, 10.0, args.dynamic_seconds - 10.0,
                                    host_id, t_star)
         cold.label = "dynamic (cold)"
-        warm = await self.run_host(session, workload, transport, dynamic, args.snapshot_seconds - 1.0, 1.0,
-                                   host_id, t_star)
-        warm.label = "dynamic (snapshot)"
+        print(f"  {workload}/{transport} dynamic cold: {cold.throughput:7.1f}/s  p99 {cold.p99_ms:7.1f} ms  "
+              f"limit {cold.limit}", flush=True)
+        rounds = []
+        for index in range(args.rounds):
+            runs = {}
+            for kind in (("static", "dynamic") if index % 2 == 0 else ("dynamic", "static")):
+                if kind == "static":
+                    runs[kind] = await self.run_host(
+                        session, workload, transport, self.static_json(transport, function, c_star),
+                        args.slice_seconds - 1.0, 1.0, f"static-{uuid.uuid4().hex[:8]}")
+                else:
+                    runs[kind] = await self.run_host(session, workload, transport, dynamic,
+                                                     args.slice_seconds - 1.0, 1.0, host_id)
+            runs["dynamic"].reached_after = runs["dynamic"].reached(0.9 * runs["static"].throughput)
+            rounds.append((runs["static"], runs["dynamic"]))
+            print(f"  {workload}/{transport} round {index + 1}: static {c_star} {runs['static'].throughput:6.1f}/s, "
+                  f"dynamic from snapshot {runs['dynamic'].throughput:6.1f}/s (limit {runs['dynamic'].limit})",
+                  flush=True)
         azure = await self.run_host(
             session, workload, transport,
             {"concurrency": {"dynamicConcurrencyEnabled": True, "saturationThrottleEnabled": False}},
-            10.0, args.dynamic_seconds - 10.0, f"azure-{uuid.uuid4().hex[:8]}", t_star)
+            10.0, args.azure_seconds - 10.0, f"azure-{uuid.uuid4().hex[:8]}", t_star)
         azure.label = "Azure's algorithm alone"
         if transport == "queue":
             async with QueueClient.from_connection_string(self.azurite.connection_string,
                                                          self.queues[workload]) as queue:
                 await queue.clear_messages()
-        return results + [cold, warm, azure]
+        return Pair(workload, transport, static, [cold, azure], rounds, (load_before, os.getloadavg()[0]))
 
     async def backlog(self, session: aiohttp.ClientSession) -> None:
         count = self.args.backlog
@@ -266,7 +326,7 @@ class Bench:
             host = Host(self.scratch, env, {"concurrency": {"dynamicConcurrencyEnabled": True}})
             started = time.monotonic()
             try:
-                await host.ready()
+                await host.ready(session)
                 while time.monotonic() - started < 600:
                     done = runs.read_text().count("\n") if runs.exists() else 0
                     remaining = (await queue.get_queue_properties()).approximate_message_count
@@ -274,7 +334,7 @@ class Bench:
                         break
                     await asyncio.sleep(0.5)
                 elapsed = time.monotonic() - started
-                report = await host.report(session, "io_queue")
+                report = (await host.report(session, "io_queue"))[0]
             finally:
                 host.stop()
         seen = Counter(line.split()[0] for line in runs.read_text().splitlines())
@@ -286,46 +346,76 @@ class Bench:
 
     async def main(self) -> None:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=HTTP_CALLERS + 8)) as session:
-            tables = []
+            pairs = []
             for workload in self.args.workloads:
                 for transport in self.args.transports:
-                    tables.append((workload, transport, await self.pair(session, workload, transport)))
-            for workload, transport, results in tables:
-                print_table(workload, transport, results, len(self.args.static))
+                    pairs.append(await self.pair(session, workload, transport))
+            for pair in pairs:
+                print_table(pair)
             if self.args.backlog:
                 await self.backlog(session)
 
 
-def print_table(workload: str, transport: str, results: list[Result], static_points: int) -> None:
-    static = results[:static_points]
+def verdict(throughput_ratio: float, p99_ratio: float) -> str:
+    return "meets" if throughput_ratio >= 0.9 and p99_ratio <= 2.0 else "misses"
+
+
+def print_table(pair: Pair) -> None:
+    static = pair.static
     t_star = max(r.throughput for r in static)
     best = next(r for r in static if r.throughput >= 0.98 * t_star)
     p_star = best.p99_ms
-    print(f"\n{workload} over {transport}: T* = {t_star:.1f}/s, C* = {best.label.split()[-1]}, P* = {p_star:.1f} ms")
+    print(f"\n{pair.workload} over {pair.transport}: T* = {t_star:.1f}/s, C* = {best.label.split()[-1]}, "
+          f"P* = {p_star:.1f} ms (load average {pair.load[0]:.1f} -> {pair.load[1]:.1f})")
     print(f"  {'run':<26} {'per s':>8} {'x T*':>6} {'p99 ms':>8} {'x P*':>6} {'limit':>6} {'0.9 T* after':>13}")
-    for result in results:
+    for result in static + pair.dynamic:
         reached = f"{result.reached_after:.0f} s" if result.reached_after is not None else "-"
-        if result in static:
-            reached = ""
-        verdict = ""
+        mark = ""
         if result not in static:
-            passed = result.throughput >= 0.9 * t_star and result.p99_ms <= 2 * p_star
-            verdict = "  meets" if passed else "  misses"
+            mark = "  " + verdict(result.throughput / t_star, result.p99_ms / p_star)
+        else:
+            reached = ""
         print(f"  {result.label:<26} {result.throughput:8.1f} {result.throughput / t_star:6.2f} "
-              f"{result.p99_ms:8.1f} {result.p99_ms / p_star:6.2f} {result.limit or '':>6} {reached:>13}{verdict}")
+              f"{result.p99_ms:8.1f} {result.p99_ms / p_star:6.2f} {result.limit or '':>6} {reached:>13}{mark}")
+    if not pair.rounds:
+        return
+    print(f"  alternating slices (same load): static {best.label.split()[-1]} vs dynamic restarted from its snapshot")
+    throughput_ratios, p99_ratios = [], []
+    for index, (fixed, learned) in enumerate(pair.rounds, 1):
+        throughput_ratios.append(learned.throughput / fixed.throughput)
+        p99_ratios.append(learned.p99_ms / fixed.p99_ms if fixed.p99_ms else math.inf)
+        reached = f"{learned.reached_after:.0f} s" if learned.reached_after is not None else "not"
+        print(f"    round {index}: static {fixed.throughput:6.1f}/s p99 {fixed.p99_ms:7.1f} ms | dynamic "
+              f"{learned.throughput:6.1f}/s p99 {learned.p99_ms:7.1f} ms limit {learned.limit}, 0.9 x static "
+              f"{reached} -> {throughput_ratios[-1]:.2f} x, p99 {p99_ratios[-1]:.2f} x")
+    throughput, p99 = statistics.median(throughput_ratios), statistics.median(p99_ratios)
+    print(f"    median of {len(pair.rounds)}: {throughput:.2f} x static throughput "
+          f"(spread {min(throughput_ratios):.2f}-{max(throughput_ratios):.2f}), p99 {p99:.2f} x: "
+          f"{verdict(throughput, p99)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workloads", default="io,cpu", type=lambda s: s.split(","))
     parser.add_argument("--transports", default="http,queue", type=lambda s: s.split(","))
-    parser.add_argument("--static", default="1,2,4,8,16,32,64", type=lambda s: [int(x) for x in s.split(",")])
-    parser.add_argument("--point-seconds", type=float, default=6.0)
-    parser.add_argument("--dynamic-seconds", type=float, default=40.0)
-    parser.add_argument("--snapshot-seconds", type=float, default=10.0)
+    parser.add_argument("--static", type=lambda s: [int(x) for x in s.split(",")],
+                        help="static levels (default 1,2,4,8,16,32,64; --full adds 3,6,12)")
+    parser.add_argument("--point-seconds", type=float, help="measured seconds per static point (3; --full 6)")
+    parser.add_argument("--dynamic-seconds", type=float, default=40.0, help="cold run; the last 10 s are measured")
+    parser.add_argument("--azure-seconds", type=float, default=30.0, help="Azure's algorithm alone, from cold")
+    parser.add_argument("--rounds", type=int, help="alternating static/snapshot slice pairs (2; --full 5)")
+    parser.add_argument("--slice-seconds", type=float, default=9.0,
+                        help="each alternating slice, 1 s of it warm-up (the snapshot target is 10 s)")
     parser.add_argument("--backlog", type=int, default=2000)
+    parser.add_argument("--full", action="store_true", help="the whole sweep, longer points, 5 rounds")
     parser.add_argument("--trace", action="store_true", help="print the learned limit each second of dynamic runs")
     args = parser.parse_args()
+    if args.static is None:
+        args.static = [1, 2, 3, 4, 6, 8, 12, 16, 32, 64] if args.full else [1, 2, 4, 8, 16, 32, 64]
+    if args.point_seconds is None:
+        args.point_seconds = 6.0 if args.full else 3.0
+    if args.rounds is None:
+        args.rounds = 5 if args.full else 2
     with tempfile.TemporaryDirectory() as scratch:
         azurite = AzuriteServer(Path(scratch) / "azurite").start()
         try:

@@ -17,8 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from conftest import EXAMPLE_APPS, HOST_APPS
+from support import json_lines
 
 AZURE_WORKER_VERSION = "1.1.9"
 CACHE = Path.home() / ".cache" / "funcplane" / f"azure-functions-worker-{AZURE_WORKER_VERSION}"
@@ -111,3 +113,27 @@ def test_azure_python_worker_large_bodies_both_ways(start_host, azure_workers_di
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         assert list(pool.map(echo, bodies)) == bodies
+
+
+def test_azure_python_worker_runs_a_queue_trigger_with_a_return_output(
+        start_host, azure_workers_dir, azurite, tmp_path: Path) -> None:
+    suffix = tmp_path.name[-8:].replace("_", "").lower() or "q"
+    env = {"AzureWebJobsStorage": azurite.connection_string, "RUNS_FILE": str(tmp_path / "runs.jsonl"),
+           "WORK_QUEUE": f"azw-work-{suffix}", "DONE_QUEUE": f"azw-done-{suffix}"}
+    clients = {}
+    for name in ("WORK_QUEUE", "DONE_QUEUE"):
+        clients[name] = QueueClient.from_connection_string(
+            azurite.connection_string, env[name], message_encode_policy=TextBase64EncodePolicy(),
+            message_decode_policy=TextBase64DecodePolicy())
+        clients[name].create_queue()
+    for key, fail_until in (("ok", 0), ("flaky", 1)):
+        clients["WORK_QUEUE"].send_message(json.dumps({"key": key, "fail_until": fail_until}))
+    host = start_host(HOST_APPS / "queues-v1", env=env, workers_dir=azure_workers_dir)
+    done = clients["DONE_QUEUE"]
+    host.wait_until(lambda: done.get_queue_properties().approximate_message_count == 2, "both outputs", 60)
+    outputs = sorted(json.loads(m.content)["done"] for m in done.receive_messages(max_messages=32))
+    assert outputs == ["flaky", "ok"]
+    runs = json_lines(Path(env["RUNS_FILE"]))
+    # Azure's worker built a QueueMessage from the host's trigger metadata: id and dequeue count.
+    assert sorted((r["key"], r["dequeueCount"]) for r in runs) == [("flaky", 1), ("flaky", 2), ("ok", 1)]
+    assert all(r["id"] for r in runs)

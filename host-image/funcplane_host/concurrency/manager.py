@@ -13,9 +13,18 @@ Beyond Azure:
   latency seen recently and `L` the window's average in-flight count (latency-seconds per
   second), the work not making progress is `q = L x (1 - W_min / W)`; the function is saturated
   when `q > max(2, sqrt(limit) / 2)`. Saturation blocks increases
-  and, after 3 consecutive saturated windows, drives decreases for that function alone, so a
+  and, after 3 consecutive saturated windows, drives decreases for that function alone (by
+  Azure's step, but never more than the queue past the allowance), so a
   function stuck on a slow downstream stops growing even when CPU is idle. It does not pause
   fetching (that is the host throttles' job).
+- *busy* throttles (CPU and worker channel latency, when the saturation signal is on): a
+  CPU-bound app that keeps its cores at full use (and its GIL-bound workers slow to answer) is
+  doing its job, not overloaded, unless its latency grows. Such a throttle neither pauses
+  fetching nor admissions below the limit, nor decreases by itself; it combines with the latency
+  signal: while it is on, a function grows only as long as its queue estimate is at most half its
+  allowance (more slots fill the gaps between one invocation and the next on a worker; past that
+  they only wait for a core), and a function whose queue passes the allowance comes down through
+  its saturation signal. Azure's algorithm alone (saturation off) keeps them full throttles.
 """
 
 from __future__ import annotations
@@ -52,17 +61,23 @@ class ThrottleState(str, Enum):
 
 @dataclass
 class ThrottleStatus:
-    state: ThrottleState = ThrottleState.UNKNOWN
+    state: ThrottleState = ThrottleState.UNKNOWN  # from the overload throttles (not the busy ones)
     consecutive: int = 0
-    enabled: list[str] = field(default_factory=list)
+    enabled: list[str] = field(default_factory=list)  # every throttle that is on, busy ones included
+    busy: bool = False  # a busy-only throttle is on: no headroom, keep working
 
 
 class ThrottleManager:
-    """Aggregates throttle providers (name -> callable returning a ThrottleState) at most once a second."""
+    """Aggregates throttle providers (name -> callable returning a ThrottleState) at most once a second.
 
-    def __init__(self, providers: dict[str, Callable[[], ThrottleState]], clock: Clock) -> None:
+    Providers named in `busy_only` say "no headroom" rather than "overloaded" (see the module doc).
+    """
+
+    def __init__(self, providers: dict[str, Callable[[], ThrottleState]], clock: Clock,
+                 busy_only: frozenset[str] = frozenset()) -> None:
         self.providers = providers
         self.clock = clock
+        self.busy_only = busy_only
         self.status = ThrottleStatus()
         self._evaluated_at: float | None = None
 
@@ -73,7 +88,8 @@ class ThrottleManager:
         self._evaluated_at = now
         results = {name: provider() for name, provider in self.providers.items()}
         enabled = sorted(name for name, state in results.items() if state is ThrottleState.ENABLED)
-        if enabled:
+        busy = any(name in self.busy_only for name in enabled)
+        if any(name not in self.busy_only for name in enabled):
             state = ThrottleState.ENABLED
         elif any(state is ThrottleState.UNKNOWN for state in results.values()):
             state = ThrottleState.UNKNOWN
@@ -81,7 +97,7 @@ class ThrottleManager:
             state = ThrottleState.DISABLED
         previous = self.status
         consecutive = previous.consecutive + 1 if state is previous.state else 0
-        self.status = ThrottleStatus(state, consecutive, enabled)
+        self.status = ThrottleStatus(state, consecutive, enabled, busy)
         return self.status
 
 
@@ -199,8 +215,11 @@ class FunctionConcurrency:
         self._run_direction = direction
         return delta
 
-    def adjust(self, direction: int) -> None:
+    def adjust(self, direction: int, most: int | None = None) -> None:
+        """Step in `direction` by Azure's run-length rule, by at most `most` when given."""
         delta = self.next_delta(direction)
+        if most is not None:
+            delta = direction * min(abs(delta), max(1, most))
         target = max(1, self.current + delta)
         if self.maximum != -1:
             target = min(target, self.maximum)  # clamp: never learn past the maximum
@@ -248,10 +267,14 @@ class FunctionConcurrency:
         self.queue_estimate = in_flight * (1.0 - floor / mean) if mean > 0 else 0.0
         # Judged on the concurrency actually reached (L), not on whether the limit was full: a
         # function whose callers or fetches keep it below its limit can still be past its knee.
-        allowance = max(SATURATION_QUEUE_FLOOR, math.sqrt(self.current) / 2.0)
-        saturated = self.queue_estimate > allowance
+        saturated = self.queue_estimate > self.allowance
         self.saturated_consecutive = self.saturated_consecutive + 1 if saturated else 0
         self.saturated = saturated
+
+    @property
+    def allowance(self) -> float:
+        """The queue a function may build before it counts as saturated."""
+        return max(SATURATION_QUEUE_FLOOR, math.sqrt(self.current) / 2.0)
 
     def forget_minimum_latency(self) -> None:
         self._window_means.clear()
@@ -288,14 +311,19 @@ class ConcurrencyManager:
             return status
         if status.saturated:
             if status.saturated_consecutive >= MIN_CONSECUTIVE_DECREASE and status.current > 1:
-                status.adjust(-1)
+                # Remove the queue past the allowance, no more: Azure's growing steps (1, 2, 3 ...)
+                # would cut a CPU-bound function from just past its knee to 1.
+                status.adjust(-1, most=round(status.queue_estimate - status.allowance))
             return status
+        if throttle.busy and status.queue_estimate > status.allowance / 2:
+            return status  # no spare cores and invocations begin to wait for one: hold
         if (throttle.state is ThrottleState.DISABLED and throttle.consecutive >= MIN_CONSECUTIVE_INCREASE
                 and status.can_increase()):
             status.adjust(+1)
         return status
 
     def throttled(self) -> bool:
+        """An overload throttle is on: fetch nothing, admit nothing (busy-only throttles do not count)."""
         return self.throttles.get_status().state is ThrottleState.ENABLED
 
     def available(self, name: str, pending: int) -> int:

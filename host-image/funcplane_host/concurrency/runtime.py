@@ -55,6 +55,12 @@ FUNCTION_GAUGES = {
     "backlog": ("funcplane_queue_length", "Approximate messages in the function's queue"),
 }
 ADMISSION_RECHECK = 0.25  # a waiting caller re-reads a limit that may have grown meanwhile
+
+
+def queue_lookahead(limit: int) -> int:
+    """Messages a dynamic queue listener holds beyond the limit: half of it (Azure's
+    newBatchThreshold ratio), at least 1, at most a receive's 32."""
+    return min(32, max(1, limit // 2))
 UNBOUNDED = -1
 
 
@@ -68,11 +74,16 @@ class HostConcurrency:
         self.cpu = CpuThrottle(self._pids, self.options.concurrency.cpu_threshold, self.cores)
         self.loop_lag = LoopLagThrottle()
         self.channels = ChannelLatencyThrottle()
+        saturation = self.options.concurrency.saturation_throttle_enabled
         self.throttles = ThrottleManager(
-            {"cpu": self.cpu.state, "eventLoop": self.loop_lag.state, "workerChannel": self.channels.state}, clock)
+            {"cpu": self.cpu.state, "eventLoop": self.loop_lag.state, "workerChannel": self.channels.state}, clock,
+            # With the saturation signal, full CPU and slow worker channels (a GIL-bound worker
+            # answers late because it is busy) say "no headroom", not "overloaded": latency
+            # decides decreases. A starved host event loop stays an overload.
+            busy_only=frozenset({"cpu", "workerChannel"}) if saturation else frozenset())
         self.manager = ConcurrencyManager(
             self.throttles, clock, maximum=self.options.concurrency.maximum_function_concurrency,
-            saturation_enabled=self.options.concurrency.saturation_throttle_enabled)
+            saturation_enabled=saturation)
         self._static: dict[str, FunctionConcurrency] = {}
         self._freed: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -203,17 +214,29 @@ class HostConcurrency:
         return status
 
     def available(self, definition: FunctionDefinition, pending: int) -> int:
-        """Messages a queue listener may fetch now; 0 while the host is throttled."""
+        """Messages a queue listener may fetch now; 0 while the host is throttled.
+
+        With dynamic concurrency the listener holds up to `lookahead` messages beyond the learned
+        limit, waiting in `admit` for a slot, and fetches once that many are free: a freed slot
+        takes a message already in hand instead of waiting out a receive round trip (on a
+        CPU-bound function that idles a core per completion), and receives come in batches.
+        """
         status = self.status_of(definition)
         if self.dynamic:
-            return self.manager.available(definition.name, pending)
+            self.manager.get_status(definition.name)
+            if self.manager.throttled():
+                return 0
+            ahead = queue_lookahead(status.current)
+            room = status.current + ahead - max(pending, status.outstanding)
+            return room if room >= ahead else 0
         batch, threshold = self.queue_batch(definition.name)
         pending = max(pending, status.outstanding)
         # Azure: fetch a batch, then fetch again once the in-flight count falls to the threshold.
         return min(batch, status.current - pending) if pending <= threshold else 0
 
     async def admit(self, definition: FunctionDefinition) -> None:
-        """Wait for a slot of an HTTP function (dynamic limit, or a static per-function one)."""
+        """Wait for a slot of an HTTP function (dynamic limit, or a static per-function one), or of
+        a queue function whose listener fetched ahead (dynamic)."""
         status = self.status_of(definition)
         if not self.dynamic and status.current == UNBOUNDED:
             return
@@ -241,8 +264,9 @@ class HostConcurrency:
     # ---- invocation events ---------------------------------------------------------------
 
     async def enter(self, definition: FunctionDefinition) -> None:
-        """Count an invocation as started; HTTP ones first wait in `admit` for a slot."""
-        if definition.http is not None:
+        """Count an invocation as started; HTTP ones (and, with dynamic concurrency, queue
+        messages fetched ahead) first wait in `admit` for a slot."""
+        if definition.http is not None or (self.dynamic and definition.trigger_type.lower() == "queuetrigger"):
             await self.admit(definition)
         self.status_of(definition).started()
 
@@ -298,6 +322,7 @@ class HostConcurrency:
             "throttles": {
                 "state": throttle.state.value if self.dynamic else ThrottleState.DISABLED.value,
                 "enabled": list(throttle.enabled),
+                "busy": throttle.busy if self.dynamic else False,
                 "consecutive": throttle.consecutive,
                 "cpuPercent": None if self.cpu.load is None else round(self.cpu.load, 1),
                 "eventLoopMissedShare": round(self.loop_lag.missed_share, 3),

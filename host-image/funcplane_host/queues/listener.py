@@ -73,6 +73,8 @@ class QueueListener:
     failures: int = 0
     poisoned: int = 0
     in_flight: int = 0
+    receives: int = 0  # receive calls issued (none while the host is throttled)
+    fetched: int = 0  # messages those calls returned
     error: str | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     freed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -83,7 +85,8 @@ class QueueListener:
 
     def as_json(self) -> dict[str, Any]:
         return {"function": self.name, "queue": self.queue, "runs": self.runs, "failures": self.failures,
-                "poisoned": self.poisoned, "inFlight": self.in_flight, "error": self.error}
+                "poisoned": self.poisoned, "inFlight": self.in_flight, "receives": self.receives,
+                "fetched": self.fetched, "error": self.error}
 
 
 class QueueTriggers:
@@ -168,10 +171,12 @@ class QueueTriggers:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(listener.freed.wait(), SLOT_WAIT_SECONDS)
                     continue
+                listener.receives += 1
                 try:
                     messages = [m async for m in client.receive_messages(
                         max_messages=min(available, 32), messages_per_page=min(available, 32),
                         visibility_timeout=lease)]
+                    listener.fetched += len(messages)
                     listener.error = None
                 except ResourceNotFoundError:
                     messages = []

@@ -164,7 +164,9 @@ def trigger_metadata(message: Any) -> dict[str, Any]:
 
     return {
         "Id": rpc.TypedData(string=message.id),
-        "DequeueCount": rpc.TypedData(int=message.dequeue_count or 0),
+        # JSON, not TypedData.int: workers of the 1.x line (Azure's 1.1.9) know no int kind, and
+        # the azure.functions library parses a JSON number into the int it expects either way.
+        "DequeueCount": rpc.TypedData(json=str(message.dequeue_count or 0)),
         "InsertionTime": iso(message.inserted_on),
         "ExpirationTime": iso(message.expires_on),
         "NextVisibleTime": iso(message.next_visible_on),
