@@ -61,6 +61,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# Pods: the swap's warm-up and the scaler read them; the scaler marks scale-in victims
+# (controller.kubernetes.io/pod-deletion-cost).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "patch"]
 # Each app's hosts get a Role to hold their slots' timer Leases (get and update limited to those
 # names); RBAC lets the operator grant only what it holds itself, hence the lease verbs here.
 - apiGroups: ["rbac.authorization.k8s.io"]

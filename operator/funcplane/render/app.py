@@ -102,8 +102,10 @@ def keys_secret(app: FunctionApp, slot: str, master_key: str, function_key: str)
 
 
 def render_app(app: FunctionApp, views: list[SlotView], workers: list[WorkerSpec],
-               volume_mode: VolumeMode) -> list[dict[str, Any]]:
-    """Desired objects (keys Secrets excepted) for an app whose status already holds the pointers."""
+               volume_mode: VolumeMode, live_replicas: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Desired objects (keys Secrets excepted) for an app whose status already holds the pointers.
+    `live_replicas` (instance -> its main Deployment's replicas now) keeps an autoscaled instance's
+    count as the scaler left it."""
     app_name, namespace = app.metadata["name"], app.metadata["namespace"]
     owner = names.owner_reference(app.wire())
     by_name = {view.name: view for view in views}
@@ -124,7 +126,7 @@ def render_app(app: FunctionApp, views: list[SlotView], workers: list[WorkerSpec
             app_name=app_name, namespace=namespace, owner=owner, spec=app.spec, instance=pointer.instance,
             content=instance.content, settings=running_settings(instance.content, sticky_from.settings),
             slot=identity, non_http_triggers=sticky_from.non_http_triggers, workers=app_workers,
-            volume_mode=volume_mode))
+            volume_mode=volume_mode, live_replicas=(live_replicas or {}).get(pointer.instance)))
         objects.append(service(app, slot_name, pointer.instance))
     return [names.stamp(obj) for obj in objects]
 

@@ -1,0 +1,210 @@
+"""The metrics-driven scaler on the local control plane, with the real operator process and real
+hosts behind the pods' IPs (the pod runner): a step load scales out on the first ticks, an idle
+autoscaled app costs no API write, scale-in removes the pods with the least work (and, in the
+control run without pod-deletion-cost, the ReplicaSet removes the busiest one instead)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from funcplane.controllers.scaler import DELETION_COST_ENV
+from funcplane.render.names import ANNOTATION_DELETION_COST
+from funcplane_dev.endpoints import ServiceEndpoints
+from funcplane_dev.stages import ANNOTATION_READY_AFTER
+from funcplane_dev.traffic import SteadyTraffic
+from operator_helpers import resource_versions
+from support import eventually
+from test_swap_cluster import APP, Operator, Shop, crds, shop  # noqa: F401 - fixtures used by name
+
+WORK_APP_PY = '''
+import asyncio
+
+import azure.functions as func
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+@app.route(route="work", methods=["GET"])
+async def work(req: func.HttpRequest) -> func.HttpResponse:
+    # Holds a concurrency slot for ?ms= milliseconds without using CPU.
+    await asyncio.sleep(int(req.params.get("ms", "200")) / 1000)
+    return func.HttpResponse("done")
+'''
+
+
+def work_app(*, replicas: int, limit: int, autoscale: dict[str, Any] | None, min_replicas: int = 1,
+             max_replicas: int = 4, timeout: int = 120) -> list[dict[str, Any]]:
+    """The app as kept in git: one async HTTP function with a static per-pod limit of `limit`."""
+    code = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{APP}-code"},
+            "data": {"host.json": json.dumps({"version": "2.0"}), "function_app.py": WORK_APP_PY}}
+    scale: dict[str, Any] = {"minReplicas": min_replicas, "maxReplicas": max_replicas}
+    if autoscale is not None:
+        scale["autoscale"] = autoscale
+    app = {"apiVersion": "funcplane.io/v1alpha1", "kind": "FunctionApp", "metadata": {"name": APP},
+           "spec": {"runtime": {"name": "python"}, "code": {"configMap": {"name": f"{APP}-code"}}, "plan": "premium",
+                    "replicas": replicas, "scale": scale, "functionTimeoutSeconds": timeout,
+                    # A pod turns Ready once its host listens (the simulated readiness probe).
+                    "podAnnotations": {ANNOTATION_READY_AFTER: "5s"},
+                    "hostJson": {"funcplane": {"functions": {"work": {"maximumConcurrency": limit}}}}}}
+    return [code, app]
+
+
+@pytest.fixture
+def scaler_operator(request: pytest.FixtureRequest, cluster: Any, namespace: str, crds: None,
+                    tmp_path: Path) -> Iterator[Operator]:
+    """The operator; a parametrized test passes extra environment (the control run's switch)."""
+    running = Operator(cluster, namespace, tmp_path, getattr(request, "param", {}))
+    running.start()
+    yield running
+    running.stop()
+    print(running.logs())
+
+
+def production_instance(shop: Shop) -> str:
+    return shop.pointers()["production"]
+
+
+def scale_status(shop: Shop) -> dict[str, Any]:
+    return shop.status().get("instances", {}).get(production_instance(shop), {}).get("scale") or {}
+
+
+def deployment_replicas(shop: Shop) -> int:
+    return shop.get("deployment", production_instance(shop))["spec"]["replicas"]
+
+
+def parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_step_load_scales_out_at_once_and_gitops_does_not_reset_it(shop: Shop, scaler_operator: Operator,
+                                                                      pod_runner: Any) -> None:
+    manifests = work_app(replicas=1, limit=2, autoscale={"enabled": True})
+    shop.apply(manifests)
+    eventually(lambda: shop.ready(slots=1), timeout=120, interval=0.5, what="app Ready")
+    spec_before = shop.get("functionapp", APP)
+    assert deployment_replicas(shop) == 1 and not scale_status(shop)
+
+    with ServiceEndpoints(shop.cluster.api_client(), shop.namespace, APP) as endpoints:
+        eventually(lambda: len(endpoints.ready) == 1, timeout=60, interval=0.2, what="one ready endpoint")
+        # 12 clients in a closed loop on 300 ms calls: demand 12 against 2 x 70 % a pod = 8.6 pods,
+        # so the first reading already asks for over twice the one ready pod (panic).
+        load_started = time.time()
+        traffic = SteadyTraffic(endpoints, "/api/work?ms=300", threads=12, max_seconds=120, pause=0.0,
+                                endpoint_wait=10).start()
+        try:
+            decided = eventually(lambda: scale_status(shop) or None, timeout=30, interval=0.1,
+                                 what="a scale decision in the status")
+            eventually(lambda: len(endpoints.ready) == 4, timeout=90, interval=0.2, what="four ready endpoints")
+        finally:
+            report = traffic.stop()
+
+    decision_delay = parse_time(decided["lastDecisionTime"]) - load_started
+    print(f"decision written {decision_delay:.2f}s after the load started: {decided}")
+    # The issue's bound: two 2 s ticks (the first reading may land just after the load starts).
+    assert decision_delay <= 4.0, decided
+    assert decided["currentReplicas"] == 1 and decided["desiredReplicas"] > 1
+    assert (decided["function"], decided["metric"], decided["mode"]) == ("work", "http", "panic")
+    eventually(lambda: deployment_replicas(shop) == 4, timeout=30, interval=0.5, what="4 replicas (maxReplicas)")
+    assert report.sent > 50 and report.failures == [], report.failures[:10]
+    events = shop.kubectl("get", "events", "--field-selector", f"involvedObject.name={APP},reason=ScaledOut",
+                          "-o", "json").stdout
+    assert json.loads(events)["items"], "no ScaledOut event on the FunctionApp"
+
+    # The FunctionApp's spec was never written: a GitOps re-apply finds no drift and resets nothing.
+    after = shop.get("functionapp", APP)
+    assert after["spec"] == spec_before["spec"]
+    assert after["metadata"]["generation"] == spec_before["metadata"]["generation"]
+    shop.apply(manifests)
+    time.sleep(5)
+    assert deployment_replicas(shop) == 4
+    assert shop.get("functionapp", APP)["metadata"]["generation"] == spec_before["metadata"]["generation"]
+
+
+def test_an_idle_autoscaled_app_makes_no_api_writes(shop: Shop, scaler_operator: Operator,
+                                                    pod_runner: Any) -> None:
+    shop.apply(work_app(replicas=2, limit=2, min_replicas=2, autoscale={"enabled": True}))
+    eventually(lambda: shop.ready(slots=1), timeout=120, interval=0.5, what="app Ready")
+    time.sleep(6)  # the scaler has ticked a few times and the app's status has settled
+    before = resource_versions(shop.cluster, shop.namespace)
+    time.sleep(60)
+    after = resource_versions(shop.cluster, shop.namespace)
+    changed = {name: (version, after.get(name)) for name, version in before.items() if after.get(name) != version}
+    assert not changed and set(after) == set(before), (changed, set(after) ^ set(before))
+    assert "scale" not in scale_status(shop)  # nothing to decide: no decision recorded either
+    assert "scaled" not in scaler_operator.logs().lower()
+
+
+def _long_call(ip: str, ms: int, results: list[tuple[str, int | str]]) -> None:
+    try:
+        with urllib.request.urlopen(f"http://{ip}:8080/api/work?ms={ms}", timeout=ms / 1000 + 60) as response:
+            results.append((ip, response.status))
+    except OSError as error:
+        results.append((ip, f"{type(error).__name__}: {error}"))
+
+
+@pytest.mark.parametrize("scaler_operator", [{}, {DELETION_COST_ENV: "false"}], indirect=True,
+                         ids=["deletion-cost", "control-without-deletion-cost"])
+def test_scale_in_removes_the_pods_with_the_least_work(shop: Shop, scaler_operator: Operator,
+                                                       pod_runner: Any) -> None:
+    with_cost = DELETION_COST_ENV not in scaler_operator.extra_env
+    manifests = work_app(replicas=2, limit=10, autoscale=None, max_replicas=3)
+    shop.apply(manifests)
+    eventually(lambda: shop.ready(slots=1), timeout=120, interval=0.5, what="app Ready")
+    instance = production_instance(shop)
+    eventually(lambda: len(shop.pods(instance)) == 2, timeout=60, interval=0.5, what="two pods")
+    # The third pod comes ~20 s later: the newest-ready pod, the one the ReplicaSet removes first
+    # when no deletion cost says otherwise. It gets the most work.
+    time.sleep(20)
+    shop.kubectl("scale", "functionapp", APP, "--replicas=3")
+    eventually(lambda: shop.ready(slots=1) and len(shop.endpoint_ips("production")) == 3, timeout=120,
+               interval=0.5, what="three ready pods")
+    pods = sorted(shop.pods(instance), key=lambda p: p["metadata"]["creationTimestamp"])
+    newest = pods[-1]
+    ips = {p["status"]["podIP"]: p["metadata"]["name"] for p in pods}
+    busy_ip = newest["status"]["podIP"]
+    # Every pod runs long invocations: 4 on the newest, 1 on each other (6 in flight against
+    # 10 x 70 % a pod = 0.86 pods: the scaler wants 1).
+    calls = [busy_ip] * 4 + [ip for ip in ips if ip != busy_ip]
+    results: list[tuple[str, int | str]] = []
+    threads = [threading.Thread(target=_long_call, args=(ip, 40000, results)) for ip in calls]
+    for thread in threads:
+        thread.start()
+    time.sleep(2)
+    # Autoscaling on now, with short windows so that the test is quick: the scaler starts from the
+    # 3 replicas running, waits one stable window (10 s) and then scales in 3 -> 1 in one step.
+    autoscale = {"enabled": True, "stableWindowSeconds": 10, "panicWindowSeconds": 2,
+                 "scaleDownDelaySeconds": 0, "maxScaleDownRate": 3}
+    shop.kubectl("patch", "functionapp", APP, "--type", "merge", "-p",
+                 json.dumps({"spec": {"scale": {"autoscale": autoscale}}}))
+    deleted: dict[str, dict[str, Any]] = {}
+
+    def two_pods_going() -> bool:
+        for pod in shop.core.list_namespaced_pod(shop.namespace, label_selector=f"funcplane.io/instance={instance}").items:
+            if pod.metadata.deletion_timestamp is not None:
+                deleted[pod.metadata.name] = dict(pod.metadata.annotations or {})
+        return len(deleted) >= 2
+    eventually(two_pods_going, timeout=60, interval=0.2, what="the scale-in to delete two pods")
+    for thread in threads:
+        thread.join(timeout=120)
+    decided = scale_status(shop)
+    assert (decided.get("currentReplicas"), decided.get("desiredReplicas")) == (3, 1), decided
+    assert sorted(results) == sorted((ip, 200) for ip in calls), results  # every invocation completed 2xx
+    survivors = [p["metadata"]["name"] for p in shop.pods(instance)]
+    if with_cost:
+        # The pods with the least work were marked and are the ones the ReplicaSet removed.
+        assert newest["metadata"]["name"] not in deleted and survivors == [newest["metadata"]["name"]], \
+            (deleted, survivors)
+        assert all(annotations.get(ANNOTATION_DELETION_COST) == "-1000" for annotations in deleted.values()), deleted
+    else:
+        # Without the mark the ReplicaSet removes the newest pod: the one with the most work.
+        assert newest["metadata"]["name"] in deleted, (deleted, survivors)
+        assert not any(ANNOTATION_DELETION_COST in annotations for annotations in deleted.values())
