@@ -193,6 +193,11 @@ class SlotPointer(Model):
     hostname: str
 
 
+class QueueRef(Model):
+    queue_name: str = Field(description="The trigger's queueName as written (%Setting% references unresolved).")
+    connection: str = Field(description="The app setting that holds the connection string.")
+
+
 class ScaleStatus(Model):
     """The scaler's last decision for one instance (written only when a decision changes replicas)."""
 
@@ -204,6 +209,8 @@ class ScaleStatus(Model):
     mode: str = Field("", description="stable or panic.")
     reason: str = Field("", description="Why, in words.")
     last_decision_time: str = Field("", description="When the decision was written (RFC 3339, ms).")
+    queues: dict[str, QueueRef] = Field(
+        default_factory=dict, description="Queue functions -> their queue, read by the operator with no pod.")
 
 
 class InstanceStatus(Model):

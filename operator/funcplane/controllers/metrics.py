@@ -51,6 +51,10 @@ SCALE_UNREAD_PODS = Gauge(
     "scale_unread_pods", "Ready pods whose host did not report its concurrency in the last tick.",
     ["namespace", "app", "instance"], namespace=NAMESPACE)
 
+SCALE_QUEUE_READ_FAILURES = Counter(
+    "scale_queue_read_failures", "Queue lengths the scaler could not read itself (no pod to ask), by function.",
+    ["namespace", "app", "function"], namespace=NAMESPACE)
+
 
 def result_of(error: BaseException | None) -> str:
     """The `result` label for a reconcile that ended with `error` (None: it succeeded)."""

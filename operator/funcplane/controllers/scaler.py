@@ -13,6 +13,7 @@ in the leader's queue only and stops requeueing once the app is no longer autosc
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -21,16 +22,19 @@ from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
+from azure.storage.queue.aio import QueueClient
 
-from funcplane.api.functionapp import FunctionApp, FunctionAppStatus, ScaleStatus
+from funcplane.api.base import Setting
+from funcplane.api.functionapp import FunctionApp, FunctionAppStatus, QueueRef, ScaleStatus
 from funcplane.kube.status import write_status
 from funcplane.render.names import ANNOTATION_DELETION_COST
 from funcplane.scale.decide import Autoscaler, Decision, settings_for
-from funcplane.scale.demand import loads
+from funcplane.scale.demand import QueueSource, loads, queue_sources, resolve_setting_references
+from funcplane.swap.journal import PRE_FLIP
 from funcplane.swap.observe import instance_pods, keys_secret_of, master_key_in, pod_readiness, read_concurrency
 
 from .context import SCALE, Context
-from .metrics import SCALE_DECISIONS, SCALE_DESIRED, SCALE_UNREAD_PODS, observe_reconcile
+from .metrics import SCALE_DECISIONS, SCALE_DESIRED, SCALE_QUEUE_READ_FAILURES, SCALE_UNREAD_PODS, observe_reconcile
 
 logger = logging.getLogger("funcplane.scale")
 
@@ -95,15 +99,22 @@ async def _tick(ctx: Context, app: FunctionApp, instance: str) -> None:
     reports = await _read_hosts(ctx, namespace, pods)
     SCALE_UNREAD_PODS.labels(namespace, name, instance).set(sum(1 for r in reports.values() if r is None))
     read = {pod: report for pod, report in reports.items() if report is not None and not report.get("draining")}
+    scaler.queues.update(queue_sources(read.values()))
+    if not scaler.queues:  # a new leader with no pod to ask: the last decision recorded them
+        recorded = app.status.instances[instance].scale if instance in app.status.instances else None
+        scaler.queues = {f: QueueSource(q.queue_name, q.connection) for f, q in (recorded.queues if recorded else {}).items()}
+    lengths = await _queue_lengths(ctx, app, instance, scaler.queues) if not read and scaler.queues else None
     auto = app.spec.scale.autoscale
     found = loads(read.values(), target_concurrency=app.spec.concurrency.http_per_instance or auto.target_concurrency,
-                  utilization=auto.target_utilization_percent / 100.0)
+                  utilization=auto.target_utilization_percent / 100.0, queue_lengths=lengths)
     now = time.monotonic()
     scaler.record(now, found)
     decision = scaler.decide(now, current, len(read))
     SCALE_DESIRED.labels(namespace, name, instance).set(decision.desired)
     if decision.desired == current:
         return
+    if decision.desired < current and _swap_source(ctx, namespace, name, instance):
+        return  # the swap engine matched it to the target's capacity for the flip: no scale-in now
     if decision.desired < current and os.environ.get(DELETION_COST_ENV, "true").lower() != "false":
         await _mark_victims(ctx, namespace, pods, read, decision.desired)
     stored = await ctx.kube.scale("Deployment", namespace, instance, decision.desired)
@@ -113,7 +124,14 @@ async def _tick(ctx: Context, app: FunctionApp, instance: str) -> None:
     SCALE_DECISIONS.labels("out" if decision.desired > current else "in", decision.mode).inc()
     logger.info("scaled %s/%s instance %s from %d to %d: %s", namespace, name, instance, current,
                 decision.desired, decision.reason)
-    await _record(ctx, namespace, name, instance, current, decision)
+    await _record(ctx, namespace, name, instance, current, decision, scaler.queues)
+
+
+def _swap_source(ctx: Context, namespace: str, name: str, instance: str) -> bool:
+    """The instance is the source of a swap that has not flipped yet."""
+    journal = ctx.swap_engine.journals.cached(namespace, name)
+    record = journal.current if journal is not None else None
+    return record is not None and record.source_instance == instance and record.phase in PRE_FLIP
 
 
 async def _read_hosts(ctx: Context, namespace: str, pods: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
@@ -129,6 +147,48 @@ async def _read_hosts(ctx: Context, namespace: str, pods: list[dict[str, Any]]) 
             return await read_concurrency(session, ip, key, READ_TIMEOUT)
         answers = await asyncio.gather(*(read(body, pod.ip) for body, pod in ready if pod.ip))
     return {pod.pod: answer for (_, pod), answer in zip(ready, answers)}
+
+
+async def _setting_values(ctx: Context, namespace: str, settings: list[Setting]) -> dict[str, str]:
+    """Values of app settings, Secret and ConfigMap references read (a missing one is left out)."""
+    values: dict[str, str] = {}
+    for setting in settings:
+        if setting.value is not None:
+            values[setting.name] = setting.value
+        elif setting.value_from is not None:
+            ref = setting.value_from.secret_key_ref or setting.value_from.config_map_key_ref
+            kind = "Secret" if setting.value_from.secret_key_ref else "ConfigMap"
+            body = await ctx.kube.get(kind, namespace, ref.name) if ref else None
+            if body is not None and ref is not None:
+                if kind == "Secret" and ref.key in (body.get("data") or {}):
+                    values[setting.name] = base64.b64decode(body["data"][ref.key]).decode()
+                elif kind == "ConfigMap" and ref.key in (body.get("data") or {}):
+                    values[setting.name] = body["data"][ref.key]
+    return values
+
+
+async def _queue_lengths(ctx: Context, app: FunctionApp, instance: str,
+                         queues: dict[str, QueueSource]) -> dict[str, int]:
+    """With no host to ask (scaled to zero): each queue's approximate length, read by the operator
+    with the connection setting the instance runs with (the app's settings, then the instance's)."""
+    record = app.status.instances.get(instance)
+    settings = [*app.spec.settings, *(record.content.settings if record else [])]
+    values = await _setting_values(ctx, app.metadata["namespace"], settings)
+    lengths: dict[str, int] = {}
+    for function, source in queues.items():
+        connection = values.get(source.connection) or values.get(f"AzureWebJobs{source.connection}")
+        try:
+            if not connection:
+                raise ValueError(f"app setting {source.connection!r} is not set")
+            queue = resolve_setting_references(source.queue_name, values)
+            async with QueueClient.from_connection_string(connection, queue) as client:
+                properties = await client.get_queue_properties()
+            lengths[function] = int(properties.approximate_message_count or 0)
+        except Exception as error:  # noqa: BLE001 - an unreadable queue must not stop the other instances
+            SCALE_QUEUE_READ_FAILURES.labels(app.metadata["namespace"], app.metadata["name"], function).inc()
+            logger.warning("scaler: cannot read queue of %s/%s function %s: %s: %s", app.metadata["namespace"],
+                           app.metadata["name"], function, type(error).__name__, str(error)[:300])
+    return lengths
 
 
 def _work(report: dict[str, Any] | None) -> float:
@@ -162,7 +222,8 @@ async def _mark_victims(ctx: Context, namespace: str, pods: list[dict[str, Any]]
         logger.info("scale-in of %s: marked %s (least in-flight work)", namespace, ", ".join(sorted(victims)))
 
 
-async def _record(ctx: Context, namespace: str, name: str, instance: str, current: int, decision: Decision) -> None:
+async def _record(ctx: Context, namespace: str, name: str, instance: str, current: int, decision: Decision,
+                  queues: dict[str, QueueSource]) -> None:
     body = ctx.store.get("FunctionApp", namespace, name)
     if body is None:
         return
@@ -172,7 +233,8 @@ async def _record(ctx: Context, namespace: str, name: str, instance: str, curren
     scale = ScaleStatus(desired_replicas=decision.desired, current_replicas=current, function=decision.function,
                         metric=decision.metric, value=decision.value, mode=decision.mode, reason=decision.reason[:500],
                         last_decision_time=datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-                        .replace("+00:00", "Z"))
+                        .replace("+00:00", "Z"),
+                        queues={f: QueueRef(queue_name=q.queue_name, connection=q.connection) for f, q in queues.items()})
     status.instances[instance].scale = scale
     await write_status(ctx.kube, ctx.store, body, status, patch={"instances": {instance: {"scale": scale.wire()}}})
     verb = "ScaledOut" if decision.desired > current else "ScaledIn"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from funcplane.api.functionapp import PLAN_MAX_REPLICAS, FunctionAppSpec
 
-from .demand import HTTP, FunctionLoad
+from .demand import HTTP, FunctionLoad, QueueSource
 
 TOLERANCE = 0.1  # as HPA's default --horizontal-pod-autoscaler-tolerance
 STABLE = "stable"
@@ -98,6 +98,7 @@ class Autoscaler:
         self.panic_until: float | None = None  # panicking while now < panic_until
         self.panic_floor = 0
         self.wanted: deque[tuple[float, int]] = deque()  # (time, count wanted before the delay)
+        self.queues: dict[str, QueueSource] = {}  # queue functions' sources, for reading with no pod
 
     def _busiest(self, now: float, window: float) -> _Busiest:
         """The function asking for the most pods on this window's averages."""

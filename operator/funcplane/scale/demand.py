@@ -71,3 +71,40 @@ def loads(reports: Iterable[dict[str, Any]], *, target_concurrency: int, utiliza
         else:
             result.append(FunctionLoad(name, HTTP, demand[name], limit * utilization))
     return result
+
+
+@dataclass(frozen=True)
+class QueueSource:
+    """Where a queue function's backlog is: the binding's queueName (may hold %Setting%) and the
+    name of the app setting with the connection string."""
+
+    queue_name: str
+    connection: str
+
+
+def queue_sources(reports: Iterable[dict[str, Any]]) -> dict[str, QueueSource]:
+    """Function -> its queue, from the hosts' reports (entries that name a queue)."""
+    found = {}
+    for report in reports:
+        for name, entry in ((report or {}).get("functions") or {}).items():
+            if isinstance(entry, dict) and isinstance(entry.get("queueName"), str) and entry["queueName"]:
+                connection = entry.get("connection")
+                found[name] = QueueSource(entry["queueName"], connection if isinstance(connection, str) and
+                                          connection else "AzureWebJobsStorage")
+    return found
+
+
+def resolve_setting_references(text: str, settings: dict[str, str]) -> str:
+    """`%NAME%` replaced by the app setting NAME, as the host resolves a binding's queueName."""
+    parts = text.split("%")
+    if len(parts) % 2 == 0:
+        raise ValueError(f"{text!r}: unbalanced % in a setting reference")
+    resolved = []
+    for index, part in enumerate(parts):
+        if index % 2 == 0:
+            resolved.append(part)
+        elif part not in settings:
+            raise ValueError(f"{text!r}: app setting {part!r} is not set")
+        else:
+            resolved.append(settings[part])
+    return "".join(resolved).lower()
