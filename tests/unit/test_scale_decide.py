@@ -149,8 +149,12 @@ def test_http_keeps_one_pod_queues_scale_to_zero_and_back() -> None:
     report = {"functions": {"orders": {"trigger": "queue", "concurrency": 16, "inFlight": 0, "backlog": 0}}}
     now, replicas = run(queue, 0.0, 400, loads([report], target_concurrency=100, utilization=0.7), 2)
     assert replicas == 0
-    # No pods: the operator's own reading of the queue (2000 messages / 16 a pod) brings it back at once.
-    backlog = loads([], target_concurrency=16, utilization=0.7, queue_lengths={"orders": 2000})
+    # No pods: the operator's own reading of the queue (2000 messages / 16 a pod, the concurrency the
+    # pods last reported) brings it back at once.
+    assert queue.last_per_pod() == {"orders": 16.0}
+    backlog = loads([], target_concurrency=100, utilization=0.7, queue_lengths={"orders": 2000},
+                    known_limits=queue.last_per_pod())
+    assert backlog[0].per_pod == 16.0
     queue.record(now + TICK, backlog)
     decision = queue.decide(now + TICK, 0, 0)
     assert (decision.desired, decision.mode, decision.metric) == (4, PANIC, QUEUE)
@@ -177,3 +181,18 @@ def test_a_fresh_scaler_does_not_scale_in_before_one_stable_window() -> None:
 def test_settings_refuse_bad_bounds() -> None:
     with pytest.raises(ValueError, match="minReplicas 5 must be within 0..maxReplicas 2"):
         Settings(min_replicas=5, max_replicas=2)
+
+
+def test_queue_sources_and_setting_references() -> None:
+    from funcplane.scale.demand import QueueSource, queue_sources, resolve_setting_references
+
+    reports = [{"functions": {"orders": {"trigger": "queue", "queueName": "%Q%-in", "connection": "Storage"},
+                              "other": {"trigger": "queue", "queueName": "plain"},
+                              "api": {"trigger": "http"}}}]
+    assert queue_sources(reports) == {"orders": QueueSource("%Q%-in", "Storage"),
+                                      "other": QueueSource("plain", "AzureWebJobsStorage")}
+    assert resolve_setting_references("%Q%-in", {"Q": "Orders"}) == "orders-in"
+    with pytest.raises(ValueError, match="app setting 'Q' is not set"):
+        resolve_setting_references("%Q%", {})
+    with pytest.raises(ValueError, match="unbalanced %"):
+        resolve_setting_references("%Q", {"Q": "x"})

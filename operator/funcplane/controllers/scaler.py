@@ -37,6 +37,8 @@ from .context import SCALE, Context
 from .metrics import SCALE_DECISIONS, SCALE_DESIRED, SCALE_QUEUE_READ_FAILURES, SCALE_UNREAD_PODS, observe_reconcile
 
 logger = logging.getLogger("funcplane.scale")
+# The storage SDK logs every HTTP exchange at INFO; the scaler reports what matters itself.
+logging.getLogger("azure").setLevel(logging.WARNING)
 
 TICK_SECONDS = 2.0
 READ_TIMEOUT = 1.5  # a host slower than this to say how busy it is counts as unread this tick
@@ -106,7 +108,8 @@ async def _tick(ctx: Context, app: FunctionApp, instance: str) -> None:
     lengths = await _queue_lengths(ctx, app, instance, scaler.queues) if not read and scaler.queues else None
     auto = app.spec.scale.autoscale
     found = loads(read.values(), target_concurrency=app.spec.concurrency.http_per_instance or auto.target_concurrency,
-                  utilization=auto.target_utilization_percent / 100.0, queue_lengths=lengths)
+                  utilization=auto.target_utilization_percent / 100.0, queue_lengths=lengths,
+                  known_limits=scaler.last_per_pod())
     now = time.monotonic()
     scaler.record(now, found)
     decision = scaler.decide(now, current, len(read))

@@ -111,6 +111,11 @@ class Autoscaler:
                     best = _Busiest(pods, name, series.metric, averaged[0])
         return best
 
+    def last_per_pod(self) -> dict[str, float]:
+        """Each queue-like function's per-pod concurrency last recorded (for reading with no pod)."""
+        return {name: series.samples[-1][2] for name, series in self.series.items()
+                if series.metric != HTTP and series.samples}
+
     def record(self, now: float, loads: list[FunctionLoad]) -> None:
         seen = set()
         for load in loads:

@@ -34,9 +34,10 @@ def _number(value: Any) -> float | None:
 
 
 def loads(reports: Iterable[dict[str, Any]], *, target_concurrency: int, utilization: float,
-          queue_lengths: dict[str, int] | None = None) -> list[FunctionLoad]:
+          queue_lengths: dict[str, int] | None = None, known_limits: dict[str, float] | None = None) -> list[FunctionLoad]:
     """Per-function load from the pods' reports. `queue_lengths` (function -> length) are read by
-    the operator itself, with no pod to ask (scale from zero); a host's own figure wins."""
+    the operator itself, with no pod to ask (scale from zero); a host's own figure wins.
+    `known_limits` (function -> per-pod limit last reported) stand in for a function no pod reports."""
     demand: dict[str, float] = {}
     backlog: dict[str, float] = {}
     limits: dict[str, list[float]] = {}
@@ -63,7 +64,7 @@ def loads(reports: Iterable[dict[str, Any]], *, target_concurrency: int, utiliza
     result = []
     for name in sorted(demand):
         known = limits.get(name)
-        limit = sum(known) / len(known) if known else float(target_concurrency)
+        limit = sum(known) / len(known) if known else (known_limits or {}).get(name, float(target_concurrency))
         if name in queue_like:
             # Azure's target-based formula: the queue's length over what one instance runs at once;
             # the length counts messages being run (hidden) too, in-flight is a floor before it is read.
