@@ -1,7 +1,8 @@
 """The metrics-driven scaler on the local control plane.
 
 1. Step load (real hosts behind the pods, the pod runner): an app with one pod at rest gets a
-   closed loop of N clients on a 300 ms function (static limit 2 a pod). Printed: the time from the
+   closed loop of N clients (10: demand 10 against 4 x 70 % a pod, 3.6 pods) on a 300 ms function
+   (static limit 4 a pod, maxReplicas 6). Printed: the time from the
    step to the replicas written (the status' lastDecisionTime) and to every pod Ready, against an
    HPA replayed on the same metrics: the benchmark samples every pod's in-flight + queued once a
    second during the run and replays HPA's formula (desired = ceil(current x value / target),
@@ -67,8 +68,8 @@ async def work(req: func.HttpRequest) -> func.HttpResponse:
 '''
 
 
-def app_manifests(name: str, *, autoscale: bool, replicas: int = 1, max_replicas: int = 4,
-                  limit: int = 2) -> list[dict[str, Any]]:
+def app_manifests(name: str, *, autoscale: bool, replicas: int = 1, max_replicas: int = 6,
+                  limit: int = 4) -> list[dict[str, Any]]:
     code = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{name}-code"},
             "data": {"host.json": json.dumps({"version": "2.0"}), "function_app.py": WORK_APP_PY}}
     app = {"apiVersion": "funcplane.io/v1alpha1", "kind": "FunctionApp", "metadata": {"name": name},
@@ -211,10 +212,10 @@ def step_load(cluster: LocalCluster, workdir: Path, clients: int, steady: float)
                     report = traffic.stop()
             api.close()
         samples = [s for s in sampler.samples]
-        delays = hpa_replay(samples, step, target=2 * 0.7)
+        delays = hpa_replay(samples, step, target=4 * 0.7)
         to_written, to_ready = written - step, all_ready - step
         median_hpa = statistics.median(delays) if delays else float("nan")
-        print(f"step load 0 -> {clients} clients (static limit 2 a pod, target 70 %): scaler wrote "
+        print(f"step load 0 -> {clients} clients (static limit 4 a pod, target 70 %): scaler wrote "
               f"{decision['currentReplicas']} -> {decision['desiredReplicas']} replicas {to_written:.2f}s after the step "
               f"({decision['mode']}), all {wanted} pods Ready after {to_ready:.2f}s (pods turn Ready 5 s after start)")
         print(f"HPA replayed on the same samples (15 s sync, 15 s scrape, every phase): first scale-out "
@@ -304,7 +305,7 @@ def many_apps(cluster: LocalCluster, workdir: Path, count: int, idle: float) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=12)
+    parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--steady", type=float, default=300.0)
     parser.add_argument("--apps", type=int, default=100)
     parser.add_argument("--idle", type=float, default=60.0)
