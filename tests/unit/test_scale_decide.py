@@ -196,3 +196,15 @@ def test_queue_sources_and_setting_references() -> None:
         resolve_setting_references("%Q%", {})
     with pytest.raises(ValueError, match="unbalanced %"):
         resolve_setting_references("%Q", {"Q": "x"})
+
+
+def test_a_new_role_restarts_the_windows() -> None:
+    # A swap moved the instance to production: its idle readings as staging must not scale it in.
+    scaler = Autoscaler(Settings(max_replicas=10, scale_down_delay=0), started=0.0)
+    scaler.role = "staging"
+    run(scaler, 0.0, 120, loads([http_report(0)], target_concurrency=100, utilization=0.7), 4)
+    scaler.restart(122.0, "production")
+    assert scaler.role == "production" and not scaler.series
+    changes: list[tuple[float, int]] = []
+    run(scaler, 122.0, 30, loads([http_report(0)], target_concurrency=100, utilization=0.7), 4, changes)
+    assert changes == []  # idle, but less than one stable window since the new role

@@ -27,7 +27,7 @@ from azure.storage.queue.aio import QueueClient
 from funcplane.api.base import Setting
 from funcplane.api.functionapp import FunctionApp, FunctionAppStatus, QueueRef, ScaleStatus
 from funcplane.kube.status import write_status
-from funcplane.render.names import ANNOTATION_DELETION_COST
+from funcplane.render.names import ANNOTATION_DELETION_COST, LABEL_SLICE, SLICE_MAIN
 from funcplane.scale.decide import Autoscaler, Decision, settings_for
 from funcplane.scale.demand import QueueSource, loads, queue_sources, resolve_setting_references
 from funcplane.swap.journal import PRE_FLIP
@@ -96,6 +96,9 @@ async def _tick(ctx: Context, app: FunctionApp, instance: str) -> None:
     if scaler is None:
         scaler = ctx.scalers[(namespace, name, instance)] = Autoscaler(settings, started=time.monotonic())
     scaler.settings = settings
+    role = next((slot for slot, pointer in app.status.slots.items() if pointer.instance == instance), "")
+    if role != scaler.role:
+        scaler.restart(time.monotonic(), role)
 
     pods = await instance_pods(ctx.kube, namespace, name, instance)
     reports = await _read_hosts(ctx, namespace, pods)
@@ -210,6 +213,8 @@ async def _mark_victims(ctx: Context, namespace: str, pods: list[dict[str, Any]]
                         read: dict[str, dict[str, Any]], desired: int) -> None:
     """Lowest deletion cost on the Ready pods with the least work, as many as the ReplicaSet will
     remove after the pods it removes first anyway (not Ready ones); a stale mark elsewhere goes."""
+    # Only the main slice's ReplicaSet shrinks (a gray slice keeps its share of spec.replicas).
+    pods = [pod for pod in pods if (pod["metadata"].get("labels") or {}).get(LABEL_SLICE, SLICE_MAIN) == SLICE_MAIN]
     ready = [pod for pod in pods if pod_readiness(pod).ready]
     leaving = max(0, len(pods) - desired - (len(pods) - len(ready)))
     ranked = sorted(ready, key=lambda pod: (_work(read.get(pod["metadata"]["name"])), pod["metadata"]["name"]))

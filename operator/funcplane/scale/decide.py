@@ -99,6 +99,15 @@ class Autoscaler:
         self.panic_floor = 0
         self.wanted: deque[tuple[float, int]] = deque()  # (time, count wanted before the delay)
         self.queues: dict[str, QueueSource] = {}  # queue functions' sources, for reading with no pod
+        self.role = ""  # the slot the instance serves: its load moves with a swap
+
+    def restart(self, now: float, role: str) -> None:
+        """A new role (a swap moved the instance to another slot): its readings are history, so the
+        windows start empty and, as for a fresh scaler, no scale-in before one stable window."""
+        self.series.clear()
+        self.wanted.clear()
+        self.panic_until, self.panic_floor = None, 0
+        self.started, self.role = now, role
 
     def _busiest(self, now: float, window: float) -> _Busiest:
         """The function asking for the most pods on this window's averages."""
