@@ -215,7 +215,8 @@ def test_scale_in_removes_the_pods_with_the_least_work(shop: Shop, scaler_operat
     deleted: dict[str, dict[str, Any]] = {}
 
     def two_pods_going() -> bool:
-        for pod in shop.core.list_namespaced_pod(shop.namespace, label_selector=f"funcplane.io/instance={instance}").items:
+        listed = shop.core.list_namespaced_pod(shop.namespace, label_selector=f"funcplane.io/instance={instance}")
+        for pod in listed.items:
             if pod.metadata.deletion_timestamp is not None:
                 deleted[pod.metadata.name] = dict(pod.metadata.annotations or {})
         return len(deleted) >= 2

@@ -107,7 +107,8 @@ async def _tick(ctx: Context, app: FunctionApp, instance: str) -> None:
     scaler.queues.update(queue_sources(read.values()))
     if not scaler.queues:  # a new leader with no pod to ask: the last decision recorded them
         recorded = app.status.instances[instance].scale if instance in app.status.instances else None
-        scaler.queues = {f: QueueSource(q.queue_name, q.connection) for f, q in (recorded.queues if recorded else {}).items()}
+        scaler.queues = {function: QueueSource(ref.queue_name, ref.connection)
+                         for function, ref in (recorded.queues if recorded else {}).items()}
     lengths = await _queue_lengths(ctx, app, instance, scaler.queues) if not read and scaler.queues else None
     auto = app.spec.scale.autoscale
     found = loads(read.values(), target_concurrency=app.spec.concurrency.http_per_instance or auto.target_concurrency,
@@ -242,9 +243,11 @@ async def _record(ctx: Context, namespace: str, name: str, instance: str, curren
                         metric=decision.metric, value=decision.value, mode=decision.mode, reason=decision.reason[:500],
                         last_decision_time=datetime.now(timezone.utc).isoformat(timespec="milliseconds")
                         .replace("+00:00", "Z"),
-                        queues={f: QueueRef(queue_name=q.queue_name, connection=q.connection) for f, q in queues.items()})
+                        queues={function: QueueRef(queue_name=source.queue_name, connection=source.connection)
+                                for function, source in queues.items()})
     status.instances[instance].scale = scale
-    await write_status(ctx.kube, ctx.store, body, status, patch={"instances": {instance: {"scale": scale.wire()}}})
+    await write_status(ctx.kube, ctx.store, body, status,
+                       patch={"instances": {instance: {"scale": scale.wire()}}})
     verb = "ScaledOut" if decision.desired > current else "ScaledIn"
-    await ctx.kube.event(body, verb, f"instance {instance}: {current} -> {decision.desired} replicas ({decision.mode}): "
-                                     f"{decision.reason}")
+    await ctx.kube.event(body, verb, f"instance {instance}: {current} -> {decision.desired} replicas "
+                                     f"({decision.mode}): {decision.reason}")

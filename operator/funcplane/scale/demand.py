@@ -34,7 +34,8 @@ def _number(value: Any) -> float | None:
 
 
 def loads(reports: Iterable[dict[str, Any]], *, target_concurrency: int, utilization: float,
-          queue_lengths: dict[str, int] | None = None, known_limits: dict[str, float] | None = None) -> list[FunctionLoad]:
+          queue_lengths: dict[str, int] | None = None,
+          known_limits: dict[str, float] | None = None) -> list[FunctionLoad]:
     """Per-function load from the pods' reports. `queue_lengths` (function -> length) are read by
     the operator itself, with no pod to ask (scale from zero); a host's own figure wins.
     `known_limits` (function -> per-pod limit last reported) stand in for a function no pod reports."""
