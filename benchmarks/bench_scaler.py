@@ -223,7 +223,8 @@ def step_load(cluster: LocalCluster, workdir: Path, clients: int, steady: float)
               f"{to_written / median_hpa:.2f} of HPA's median to the decision; to all Ready: scaler {to_ready:.1f}s vs "
               f"HPA ~{median_hpa + (to_ready - to_written):.1f}s (x{to_ready / (median_hpa + to_ready - to_written):.2f})")
         print(f"steady load {steady:.0f}s after the scale-out: {changes} replica changes; "
-              f"{report.sent} requests, {len(report.failures)} failed")
+              f"{report.sent} requests, {len(report.failures)} failed, first of them "
+              f"{[(round(at - report.failures[0][0], 1), what) for at, what in report.failures[:5]]}")
     finally:
         stop(operator)
 
