@@ -54,8 +54,9 @@ def work_app(*, replicas: int, limit: int, autoscale: dict[str, Any] | None, min
     app = {"apiVersion": "funcplane.io/v1alpha1", "kind": "FunctionApp", "metadata": {"name": APP},
            "spec": {"runtime": {"name": "python"}, "code": {"configMap": {"name": f"{APP}-code"}}, "plan": "premium",
                     "replicas": replicas, "scale": scale, "functionTimeoutSeconds": timeout,
-                    # A pod turns Ready once its host listens (the simulated readiness probe).
-                    "podAnnotations": {ANNOTATION_READY_AFTER: "5s"},
+                    # The simulated readiness probe turns a pod Ready on a timer: long enough for its
+                    # host to start and load the app even on a busy machine (else it answers 503).
+                    "podAnnotations": {ANNOTATION_READY_AFTER: "15s"},
                     "hostJson": {"funcplane": {"functions": {"work": {"maximumConcurrency": limit}}}}}}
     return [code, app]
 
