@@ -11,7 +11,9 @@ chain ratio says what durability (history replay, one store commit per step) cos
 Targets from the issue: chain >= 50 activities/s, fan-out >= 1,000 activities/s (Azure Storage
 documents about 5/s and 100/s per instance). Every step of a chain replays the whole history in
 the SDK (which parses each event's timestamp), so a chain's rate falls with its length; two
-lengths are measured. Installs the SDK into ~/.cache/funcplane once.
+lengths are measured. Each scenario runs --runs times; beside each rate the CPU seconds the hosts
+and their worker processes spent per activity (steadier than rates on a shared machine) and the
+load average are printed. Installs the SDK into ~/.cache/funcplane once.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -58,7 +61,7 @@ async def finish(session: aiohttp.ClientSession, base: str, instance: str, timeo
             if body["runtimeStatus"] != "Completed":
                 raise SystemExit(f"{instance} ended {body['runtimeStatus']}: {body['output']}")
             return body
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # a completion is seen within 50 ms; polling costs the host little
     raise SystemExit(f"{instance} did not finish in {timeout}s")
 
 
@@ -72,22 +75,66 @@ async def baseline(session: aiohttp.ClientSession, base: str, seconds: float) ->
     return calls / (time.perf_counter() - started)
 
 
-async def measure(base: str, args: argparse.Namespace) -> None:
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """User + system CPU seconds of (the host processes, their child processes: the workers)."""
+    def of(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent in pids:
+                children.append(int(entry.name))
+    return sum(of(p) for p in pids), sum(of(c) for c in children)
+
+
+class Scenario:
+    """One timed run: activities per second, CPU per activity (hosts, workers) and the load average."""
+
+    def __init__(self, pids: list[int], activities: int) -> None:
+        self.pids, self.activities = pids, activities
+
+    def __enter__(self) -> Scenario:
+        self.cpu = cpu_seconds(self.pids)
+        self.began = time.perf_counter()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        wall = time.perf_counter() - self.began
+        host, workers = (after - before for after, before in zip(cpu_seconds(self.pids), self.cpu))
+        self.rate = self.activities / wall
+        self.text = (f"{self.rate:8.1f} activities/s  cpu/activity host {host / self.activities * 1000:.2f} ms "
+                     f"workers {workers / self.activities * 1000:.2f} ms  load {os.getloadavg()[0]:.1f}")
+
+
+async def measure(base: str, args: argparse.Namespace, pids: list[int]) -> None:
     async with aiohttp.ClientSession() as session:
         await finish(session, base, await start(session, base, "fan_out", 50))  # warm the worker and the store
         plain = await baseline(session, base, 3.0)
 
-        chain_rates = {}
+        chain_runs: dict[int, list[Scenario]] = {}
         for length in args.chain:
-            began = time.perf_counter()
-            done = await finish(session, base, await start(session, base, "chain", [f"c{i}" for i in range(length)]))
-            chain_rates[length] = length / (time.perf_counter() - began)
-            assert len(done["output"]) == length
+            for _ in range(args.runs):
+                with Scenario(pids, length) as run:
+                    done = await finish(session, base, await start(session, base, "chain",
+                                                                   [f"c{i}" for i in range(length)]))
+                chain_runs.setdefault(length, []).append(run)
+                assert len(done["output"]) == length
 
-        began = time.perf_counter()
-        done = await finish(session, base, await start(session, base, "fan_out", args.fan))
-        fan_rate = args.fan / (time.perf_counter() - began)
-        assert done["output"] == sum(n * n for n in range(args.fan))
+        fan_runs = []
+        for _ in range(args.runs):
+            with Scenario(pids, args.fan) as run:
+                done = await finish(session, base, await start(session, base, "fan_out", args.fan))
+            fan_runs.append(run)
+            assert done["output"] == sum(n * n for n in range(args.fan))
 
         began = time.perf_counter()
         gate = asyncio.Semaphore(16)
@@ -105,11 +152,13 @@ async def measure(base: str, args: argparse.Namespace) -> None:
     print(f"store={args.store} hosts={args.hosts} worker processes={args.workers} per host "
           "sdk=azure-functions-durable")
     print(f"baseline: plain HTTP invocations, sequential     {plain:8.1f} /s")
-    for length, rate in chain_rates.items():
-        print(f"sequential chain ({length} activities)          {rate:8.1f} activities/s  "
-              f"ratio to baseline {rate / plain:.2f}, to target {rate / CHAIN_TARGET:.1f}x")
-    print(f"fan-out/fan-in ({args.fan} activities)            {fan_rate:8.1f} activities/s  "
-          f"ratio to baseline {fan_rate / plain:.2f}, to target {fan_rate / FAN_TARGET:.1f}x")
+    for length, runs in chain_runs.items():
+        for run in runs:
+            print(f"sequential chain ({length} activities)          {run.text}  "
+                  f"ratio to baseline {run.rate / plain:.2f}, to target {run.rate / CHAIN_TARGET:.1f}x")
+    for run in fan_runs:
+        print(f"fan-out/fan-in ({args.fan} activities)            {run.text}  "
+              f"ratio to baseline {run.rate / plain:.2f}, to target {run.rate / FAN_TARGET:.1f}x")
     print(f"orchestrations started ({args.starts}, 16 callers)      {start_rate:8.1f} /s")
     print(f"orchestrations started and completed ({args.starts})  {complete_rate:8.1f} /s")
 
@@ -119,6 +168,7 @@ def main() -> None:
     parser.add_argument("--chain", type=lambda text: [int(n) for n in text.split(",")], default=[100, 300],
                         help="chain lengths, comma-separated")
     parser.add_argument("--fan", type=int, default=3000)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each chain and fan-out scenario")
     parser.add_argument("--starts", type=int, default=300)
     parser.add_argument("--workers", type=int, default=1, help="FUNCTIONS_WORKER_PROCESS_COUNT")
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
@@ -141,7 +191,7 @@ def main() -> None:
             for host in hosts:
                 host.wait_ready(90)
             # Requests go to the first host; with a shared store every host runs the work.
-            asyncio.run(measure(hosts[0].base_url, args))
+            asyncio.run(measure(hosts[0].base_url, args, [host.process.pid for host in hosts]))
         finally:
             for host in hosts:
                 host.stop()

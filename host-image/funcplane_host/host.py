@@ -64,9 +64,10 @@ class FunctionHost:
         self._shapes: dict[str, HttpShape] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.timers = TimerTriggers(self)
-        self.durable = DurableExtension(self)
         self.concurrency = HostConcurrency(self)
         self.metrics.registry.register(self.concurrency)
+        self.durable = DurableExtension(self, cores=self.concurrency.cores)
+        self.concurrency.demand_sources.append(self.durable.demand)
         self.queues = QueueTriggers(self)
 
     # ---- configuration ----------------------------------------------------------------

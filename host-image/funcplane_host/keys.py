@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hmac
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from funcplane_host.jsonfile import JsonFileError, read_json_object
 
 KEY_HEADER = "x-functions-key"
 KEY_QUERY = "code"
@@ -38,14 +39,9 @@ class KeyStore:
         document: dict[str, Any] = {}
         if keys_file is not None:
             try:
-                loaded = json.loads(keys_file.read_text(encoding="utf-8"))
-            except OSError as error:
-                raise KeysError(f"keys file {keys_file}: cannot read ({error.strerror})") from None
-            except json.JSONDecodeError as error:
-                raise KeysError(f"keys file {keys_file}: invalid JSON (line {error.lineno}: {error.msg})") from None
-            if not isinstance(loaded, dict):
-                raise KeysError(f"keys file {keys_file}: must contain an object")
-            document = loaded
+                document = read_json_object(keys_file, f"keys file {keys_file}")
+            except JsonFileError as error:
+                raise KeysError(str(error)) from None
         file_master = document.get("masterKey")
         if file_master is not None and not isinstance(file_master, str):
             raise KeysError(f"keys file {keys_file}: masterKey must be a string")

@@ -27,7 +27,7 @@ from aiohttp import web
 from funcplane_host.settings import HostSettings
 
 if TYPE_CHECKING:
-    from funcplane_host.host import FunctionHost
+    from funcplane_host.services import ExtensionServices
 
 access_logger = logging.getLogger("funcplane.access")
 # The invocation an HTTP request ran, for its access-log line (set by FunctionHost.invoke in the
@@ -76,7 +76,7 @@ def _base_url(settings: HostSettings) -> str:
     return f"http://{host}:{settings.port}"
 
 
-def function_lines(host: FunctionHost) -> list[str]:
+def function_lines(host: ExtensionServices) -> list[str]:
     """One line per function: HTTP ones with methods and URL (with ?code= for keyed ones)."""
     base = _base_url(host.settings)
     prefix = host.config.http.route_prefix
@@ -97,10 +97,10 @@ def function_lines(host: FunctionHost) -> list[str]:
     return lines
 
 
-async def announce_when_ready(host: FunctionHost) -> None:
+async def announce_when_ready(host: ExtensionServices) -> None:
     """Print the app's functions once, when the host first turns ready."""
     while not host.draining:
-        if host.readiness().ready:
+        if host.readiness()[0]:
             print("Functions:\n" + "\n".join(function_lines(host)), flush=True)
             return
         await asyncio.sleep(ANNOUNCE_POLL_SECONDS)

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import MASTER_KEY, HostProcess, launch_host
 from durable_support import DURABLE_V1, DURABLE_V2, durable_app, start_orchestration, status, wait_for
+from funcplane_host.durable.history import parse_time
 
 WEBHOOK = "/runtime/webhooks/durabletask"
 ADMIN = {"x-functions-key": MASTER_KEY}
@@ -90,6 +91,24 @@ def test_durable_timer_replays_time_deterministically(durable_host: HostProcess)
     assert done["output"] == {"elapsedAtLeastOne": True, "uuidStable": True}
 
 
+def test_schema_v3_is_negotiated_and_long_timers_are_split(durable_host: HostProcess) -> None:
+    # The host offers schema V3 (upperSchemaVersionNew) with Azure Storage's timer limits, as Azure
+    # does: the SDK then splits a 7-day timer and schedules its first 3-day part.
+    instance = start_orchestration(durable_host, "long_wait")
+
+    def first_timer() -> dict | None:
+        events = status(durable_host, instance, "showHistory=true")["historyEvents"]
+        return next((e for e in events if e["EventType"] == "TimerCreated"), None)
+
+    durable_host.wait_until(lambda: first_timer() is not None, "the first timer")
+    timer = first_timer()
+    assert timer is not None
+    created = parse_time(status(durable_host, instance)["createdTime"])
+    assert abs(parse_time(timer["FireAt"]) - created - 3 * 86400) < 60, timer
+    assert api(durable_host, "POST", f"/instances/{instance}/terminate?reason=done").status == 202
+    assert wait_for(durable_host, instance)["runtimeStatus"] == "Terminated"
+
+
 def test_retries_run_in_the_host(durable_host: HostProcess) -> None:
     recovered = start_orchestration(durable_host, "retrying", 2)
     exhausted = start_orchestration(durable_host, "retrying", 5)
@@ -123,6 +142,17 @@ def test_entities_from_orchestrators_and_clients(durable_host: HostProcess) -> N
     assert durable_host.get("/api/client/nobody/entity").json() == {"exists": False, "state": None}
     assert api(durable_host, "GET", "/entities/counter/first").json() == 15
     assert api(durable_host, "GET", "/entities/counter/nobody").status == 404
+    # Entity queries: by name, with state on request, a page at a time.
+    listed = api(durable_host, "GET", "/entities/counter?fetchState=true").json()
+    assert [(e["entityId"], e["state"]) for e in listed] == [
+        ({"name": "counter", "key": "first"}, 15), ({"name": "counter", "key": "second"}, 7)]
+    assert all(e["lastOperationTime"].endswith("Z") and "state" not in e
+               for e in api(durable_host, "GET", "/entities/counter").json())
+    first_page = api(durable_host, "GET", "/entities/?top=1")
+    token = first_page.headers["x-ms-continuation-token"]
+    second_page = api(durable_host, "GET", "/entities/?top=1", headers={"x-ms-continuation-token": token})
+    assert [e["entityId"]["key"] for e in first_page.json() + second_page.json()] == ["first", "second"]
+    assert api(durable_host, "GET", "/entities/counter?lastOperationTimeFrom=2999-01-01T00:00:00Z").json() == []
 
 
 def test_custom_status_suspend_resume_terminate_and_purge(durable_host: HostProcess) -> None:
@@ -249,6 +279,41 @@ def test_rewind_restart_and_call_http(durable_host: HostProcess) -> None:
     restarted = api(durable_host, "POST", f"/instances/{first}/restart")
     assert restarted.status == 202 and restarted.json()["id"] != first
     assert wait_for(durable_host, restarted.json()["id"])["output"] == ["Hello Bern!"]
+    again = api(durable_host, "POST", f"/instances/{first}/restart?restartWithNewInstanceId=False")
+    assert again.status == 202 and again.json()["id"] == first  # the same id runs again from its input
+    assert wait_for(durable_host, first)["output"] == ["Hello Bern!"]
 
     caller = start_orchestration(durable_host, "http_caller", f"{durable_host.base_url}/api/ping")
     assert wait_for(durable_host, caller)["output"] == {"status": 200, "content": "pong"}
+
+
+def test_pending_work_is_published_as_demand(start_host, tmp_path: Path) -> None:
+    # Azure's concurrency knobs hold the work back: 1 orchestrator episode and 2 activities at a time.
+    app = durable_app(DURABLE_V2, tmp_path)
+    host_json = json.loads((app / "host.json").read_text())
+    host_json["extensions"]["durableTask"].update(maxConcurrentOrchestratorFunctions=1,
+                                                  maxConcurrentActivityFunctions=2)
+    (app / "host.json").write_text(json.dumps(host_json))
+    host = start_host(app, env={"FUNCPLANE_STATE_DIR": str(tmp_path / "state"), "DURABLE_TEST_STATE": str(tmp_path),
+                                "FUNCTIONS_WORKER_RUNTIME": "python"}, wait_ready=False)
+    host.wait_ready(90)
+    orchestrations, activities = "durabletask/DurableTests/orchestrations", "durabletask/DurableTests/activities"
+
+    def demand() -> dict:
+        functions = host.get("/admin/concurrency", headers=ADMIN).json()["functions"]
+        return {name: (functions[name]["concurrency"], functions[name]["inFlight"], functions[name]["backlog"])
+                for name in (orchestrations, activities)}
+
+    started = [start_orchestration(host, "held", n) for n in range(5)]
+    # The first episode holds the only orchestrator slot: every instance's start waits.
+    host.wait_until(lambda: demand() == {orchestrations: (1, 1, 5), activities: (2, 0, 0)},
+                    "five pending orchestrations, one running")
+    (tmp_path / "gate-orchestrators").touch()
+    host.wait_until(lambda: demand() == {orchestrations: (1, 0, 0), activities: (2, 2, 5)},
+                    "five pending activities, two running")
+    metrics = host.get("/metrics").text
+    assert f'funcplane_queue_length{{function="{activities}"}} 5.0' in metrics
+    assert f'funcplane_function_concurrency_limit{{function="{orchestrations}"}} 1.0' in metrics
+    (tmp_path / "gate-activities").touch()
+    assert sorted(wait_for(host, instance)["output"] for instance in started) == [0, 1, 2, 3, 4]
+    host.wait_until(lambda: demand() == {orchestrations: (1, 0, 0), activities: (2, 0, 0)}, "no pending work")

@@ -52,6 +52,8 @@ def test_examples_become_ready_with_the_slot_map(cluster, namespace, operator) -
     table = cluster.kubectl("-n", namespace, "get", "fa").stdout.splitlines()
     assert table[0].split()[:6] == ["NAME", "READY", "SLOTS", "ACTIVE", "INSTANCE", "REPLICAS"]
     assert table[1].split()[:5] == ["hello", "True", "2", production, "2"]
+    wide = cluster.kubectl("-n", namespace, "get", "fa", "-o", "wide").stdout.splitlines()
+    assert "TASK HUB" in wide[0] and "taskHub" not in app["status"]  # no spec.durable: no task hub
     short = cluster.kubectl("-n", namespace, "get", "fslot,wcfg").stdout
     assert "hello-staging" in short and "workers" in short
 

@@ -32,6 +32,8 @@ def test_options_are_checked_by_name() -> None:
     options = options_from({"extensions": {"durableTask": {"maxConcurrentActivityFunctions": 7,
                                                            "funcplane": {"maxPayloadBytes": 1024}}}})
     assert (options.max_activities, options.payload_limit, options.full_history) == (7, 1024, False)
+    defaults = options_from({}, cores=4)  # Azure's defaults: 10 per core
+    assert (defaults.max_activities, defaults.max_orchestrations) == (40, 40)
     with pytest.raises(DurableConfigError, match="maxConcurrentOrchestratorFunctions"):
         options_from({"extensions": {"durableTask": {"maxConcurrentOrchestratorFunctions": 0}}})
     with pytest.raises(DurableConfigError, match="funcplane.fullHistory"):
@@ -70,3 +72,56 @@ def test_store_round_trip_and_refusals(tmp_path: Path) -> None:
     sqlite3.connect(foreign).execute("CREATE TABLE t(x)").connection.commit()
     with pytest.raises(DurableStoreError, match="belongs to another program"):
         SqliteStore(foreign, "HubOne").open()
+
+
+def test_store_reuses_the_row_it_committed_and_reads_summaries_without_history(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SqliteStore(tmp_path / "hub.sqlite", "HubOne")
+        store.open()
+        events = [{"EventType": 12, "EventId": -1, "IsPlayed": True, "Timestamp": "2026-01-01T00:00:00.000000Z"}]
+        row = InstanceRow("i1", "orch", "e1", "Running", None, None, None, 1.0, 1.0, None, events, {"seq": 3})
+        # The kept encodings are what is written while there is one per event.
+        row.encoded = ['{"EventType":12,"EventId":-1,"IsPlayed":true,"Timestamp":"kept"}']
+        await store.apply(Changes(instances=[row], messages=[Message("i1", {"kind": "start"})]), 1.0)
+        fresh = await store.instance("i1")
+        assert fresh is not None and fresh.history[0]["Timestamp"] == "kept" and fresh.state == {"seq": 3}
+        summary = await store.instance("i1", history=False)
+        assert summary is not None and summary.status == "Running" and summary.history == [] and summary.state == {}
+        assert [r.history for r in await store.query(created_from=None, created_to=None, statuses=[],
+                                                     prefix=None, after=None, top=None)] == [[]]
+        # The row this host committed comes back as is while the store holds that version ...
+        same, messages = await store.episode_input("i1", 2.0, 10, known=row)
+        assert same is row and len(messages) == 1
+        # ... and is read again once the store holds another (written by another host, say).
+        other = InstanceRow("i1", "orch", "e1", "Completed", None, '"done"', None, 1.0, 2.0, None, [], {"seq": 3})
+        await store.apply(Changes(instances=[other]), 2.0)
+        reread, _ = await store.episode_input("i1", 2.0, 10, known=row)
+        assert reread is not row and reread is not None and reread.status == "Completed" and reread.history == []
+        store.close()
+
+    asyncio.run(scenario())
+
+
+def test_rows_kept_between_episodes_are_bounded_by_count_and_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from funcplane_host.durable import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "HOT_INSTANCES", 3)
+    monkeypatch.setattr(engine_module, "HOT_CHARACTERS", 100)
+    engine = engine_module.DurableEngine(None, None, engine_module.Options())  # type: ignore[arg-type]
+
+    def keep(instance_id: str, characters: int) -> None:
+        row = InstanceRow(instance_id, "orch", "e", "Running", None, None, None, 1.0, 1.0, None, [], {})
+        row.encoded = ["x" * characters]
+        engine._keep_hot(row, [])
+
+    for name in ("a", "b", "c", "d"):
+        keep(name, 10)
+    assert list(engine._hot) == ["b", "c", "d"]  # the oldest goes at the count limit
+    keep("e", 20)
+    keep("f", 20)
+    keep("g", 20)
+    assert list(engine._hot) == ["e", "f", "g"] and engine._hot_characters == 60
+    keep("huge", 30)  # over a quarter of the budget: not kept
+    assert "huge" not in engine._hot
+    row, _ = engine._take_hot("f")
+    assert row is not None and row.instance_id == "f" and engine._hot_characters == 40

@@ -62,3 +62,12 @@ def test_a_host_import_of_the_http_server_breaks_the_contract(tmp_path: Path) ->
                                        "from funcplane_host.http import server as _server")
     assert "Host: entry point > HTTP server > host" in output, output
     assert "funcplane_host.host -> funcplane_host.http.server" in output, output
+
+
+def test_an_extension_naming_the_host_breaks_the_contract(tmp_path: Path) -> None:
+    # The extensions are handed the host as the protocols of services.py; naming FunctionHost, even for
+    # an annotation only, is the cycle those protocols removed.
+    output = lint_with_an_added_import(tmp_path, "funcplane_host/timers/scheduler.py",
+                                       "from funcplane_host.host import FunctionHost as _FunctionHost")
+    assert "Host: entry point > HTTP server > host" in output, output
+    assert "funcplane_host.timers.scheduler -> funcplane_host.host" in output, output

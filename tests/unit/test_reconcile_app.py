@@ -259,3 +259,13 @@ async def test_reconcile_app(row: Row, app_manifest: Manifest, slot_manifest: Ma
 def _ordered(writes: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Deletes (pruning walks the store, whose order is not part of the contract) sorted; the rest as made."""
     return [w for w in writes if w[0] != "delete"] + sorted(w for w in writes if w[0] == "delete")
+
+
+async def test_status_shows_each_instance_task_hub(app_manifest: Manifest, slot_manifest: Manifest) -> None:
+    kube = RecordingKube([app_manifest(durable={"store": {"kind": "sqlite"}}, scale={"maxReplicas": 1}),
+                          slot_manifest("staging", "2026-01-01T00:00:01Z")])
+    await reconcile(kube)
+    status = kube.by_name()[("FunctionApp", "shop")]["status"]
+    assert status["taskHub"] == "shop"
+    assert {instance: record.get("taskHub") for instance, record in status["instances"].items()} == {
+        PRODUCTION_INSTANCE: "shop", STAGING_INSTANCE: "shopstaging"}

@@ -51,10 +51,11 @@ def test_a_process_of_a_test_cluster_left_running_fails_the_session(pytester: py
     output = result.stdout.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED, output
     pid = int((pytester.path / "leaked.pid").read_text())
-    assert "1 process(es) of test clusters outlived the session (now stopped)" in output
-    assert f"pid {pid}:" in output
+    assert "1 process(es) of test clusters outlived the session (now stopped)" in output, output
+    assert f"pid {pid}:" in output, output
     for _ in range(50):
         if not Path(f"/proc/{pid}").exists() or " Z " in Path(f"/proc/{pid}/stat").read_text():
             break
         time.sleep(0.1)
-    assert not Path(f"/proc/{pid}").exists() or " Z " in Path(f"/proc/{pid}/stat").read_text()
+    assert not Path(f"/proc/{pid}").exists() or " Z " in Path(f"/proc/{pid}/stat").read_text(), (
+        f"pid {pid} still runs after the session stopped it: {Path(f'/proc/{pid}/stat').read_text()}")

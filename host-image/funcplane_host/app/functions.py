@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from funcplane_host.jsonfile import JsonFileError, read_json_object
 from funcplane_host.app.routes import RouteTemplateError, compile_route
 
 AUTH_LEVELS = ("anonymous", "function", "admin")
@@ -144,13 +145,9 @@ def definition_from_function_json(folder: Path, default_script: str | None) -> F
     name = folder.name
     path = folder / "function.json"
     try:
-        document = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as error:
-        raise FunctionDefinitionError(
-            f"function {name!r}: {path.name} is not valid JSON (line {error.lineno}: {error.msg})"
-        ) from None
-    if not isinstance(document, dict):
-        raise FunctionDefinitionError(f"function {name!r}: function.json must contain an object")
+        document = read_json_object(path, path.name)
+    except JsonFileError as error:
+        raise FunctionDefinitionError(f"function {name!r}: {error}") from None
     bindings = validate_bindings(name, document.get("bindings"))
     script = document.get("scriptFile") or default_script
     if not isinstance(script, str) or not script:

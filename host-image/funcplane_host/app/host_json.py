@@ -6,7 +6,6 @@ serves with a default silently put in place of what the app asked for."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
 from funcplane_host.app.timespan import timespan_seconds
+from funcplane_host.jsonfile import JsonFileError, read_json_object
 from funcplane_host.app.front_door import FrontDoorOptions
 from funcplane_host.app.scaling_options import ScalingOptions, parse_scaling_options
 
@@ -194,14 +194,9 @@ def parse_host_config(raw: dict[str, Any]) -> HostConfig:
 
 def _read_object(path: Path, what: str) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as error:
-        raise HostJsonError(f"{what} {path}: invalid JSON at line {error.lineno}: {error.msg}") from None
-    except OSError as error:
-        raise HostJsonError(f"{what} {path}: cannot read ({error.strerror})") from None
-    if not isinstance(data, dict):
-        raise HostJsonError(f"{what} {path}: must contain a JSON object")
-    return data
+        return read_json_object(path, f"{what} {path}")
+    except JsonFileError as error:
+        raise HostJsonError(str(error)) from None
 
 
 def load_host_config(app_root: Path, override_path: Path | None) -> HostConfig:

@@ -41,7 +41,7 @@ from funcplane_protocol import FunctionRpc_pb2 as rpc
 from funcplane_protocol import capabilities as caps
 
 if TYPE_CHECKING:
-    from funcplane_host.host import FunctionHost
+    from funcplane_host.services import ExtensionServices
 
 logger = logging.getLogger("Host.Concurrency")
 # /admin/concurrency field -> the Prometheus gauge that carries it, labelled by function.
@@ -59,7 +59,7 @@ UNBOUNDED = -1
 
 
 class HostConcurrency:
-    def __init__(self, host: FunctionHost, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, host: ExtensionServices, clock: Callable[[], float] = time.monotonic) -> None:
         self.host = host
         self.options: ScalingOptions = host.config.scaling
         self.dynamic = self.options.concurrency.dynamic_concurrency_enabled
@@ -77,6 +77,9 @@ class HostConcurrency:
         self._freed: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self.queue_lengths: dict[str, int] = {}  # function -> approximate backlog (queue listeners)
+        # Demand that is no single function's (a durable task hub's pending work): each source gives
+        # entries shaped like a queue function's, published beside the functions for the scaler.
+        self.demand_sources: list[Callable[[], dict[str, dict[str, Any]]]] = []
         self.snapshots: BlobSnapshotStore | None = None
         self.snapshot_info: dict[str, Any] = {"enabled": False, "applied": {}, "lastWritten": None}
         concurrency = self.options.concurrency
@@ -286,6 +289,8 @@ class HostConcurrency:
                 entry["queueName"] = definition.trigger.get("queueName")
                 entry["connection"] = definition.trigger.get("connection") or "AzureWebJobsStorage"
             functions[definition.name] = entry
+        for source in self.demand_sources:
+            functions.update(source())
         return functions
 
     def as_json(self) -> dict[str, Any]:

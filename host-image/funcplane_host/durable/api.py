@@ -16,9 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from funcplane_host.durable.engine import TERMINAL, DurableRequestError, entity_id_of, status_payload
+from funcplane_host.durable.engine import (
+    TERMINAL,
+    DurableRequestError,
+    entity_id_of,
+    split_entity_id,
+    status_payload,
+)
 from funcplane_host.durable.extension import RPC_BASE, WEBHOOK_BASE
-from funcplane_host.durable.history import parse_json_text, parse_time
+from funcplane_host.durable.history import iso_utc, parse_json_text, parse_time
 from funcplane_host.keys import presented_key
 
 if TYPE_CHECKING:
@@ -104,6 +110,8 @@ class DurableApi:
                 return await self._instances(engine, request, base, parts[1:], method)
             if parts and parts[0] == "entities" and len(parts) == 3:
                 return await self._entity(engine, request, parts[1], parts[2], method)
+            if parts and parts[0] == "entities" and len(parts) <= 2 and method == "GET":
+                return await self._entity_query(engine, request, parts[1] if len(parts) == 2 else None)
         except DurableRequestError as error:
             return _problem(error.status, str(error))
         return _problem(404, f"no durable task API route for {method} {request.path}")
@@ -153,7 +161,7 @@ class DurableApi:
             raise DurableRequestError(400, "timeout and pollingInterval must be numbers of seconds") from None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            row = await engine.store.instance(instance_id)
+            row = await engine.store.instance(instance_id, history=False)
             if row is not None and row.status in TERMINAL:
                 if row.status == "Completed":
                     return _json(parse_json_text(row.output))
@@ -194,14 +202,14 @@ class DurableApi:
             await engine.rewind(instance_id, reason)
             return _empty(202)
         if operation == "restart" and len(parts) == 2:
-            row = await engine.store.instance(instance_id)
+            row = await engine.store.instance(instance_id, history=False)
             if row is None:
                 raise DurableRequestError(404, f"no instance with id {instance_id!r}")
             new_id = None if _flag(request, "restartWithNewInstanceId", True) else instance_id
             if new_id == instance_id and row.status not in TERMINAL:
                 await engine.send_control(instance_id, "terminate", reason="restarted")
                 for _ in range(200):
-                    current = await engine.store.instance(instance_id)
+                    current = await engine.store.instance(instance_id, history=False)
                     if current is None or current.status in TERMINAL:
                         break
                     await asyncio.sleep(0.05)
@@ -210,11 +218,11 @@ class DurableApi:
         raise DurableRequestError(404, f"unknown instance operation {'/'.join(parts[1:])!r}")
 
     async def _status(self, engine: DurableEngine, request: web.Request, instance_id: str) -> web.Response:
-        row = await engine.store.instance(instance_id)
+        show_history = _flag(request, "showHistory", False)
+        row = await engine.store.instance(instance_id, history=show_history)
         if row is None:
             return _empty(404)
-        payload = status_payload(row, show_input=_flag(request, "showInput", True),
-                                 show_history=_flag(request, "showHistory", False),
+        payload = status_payload(row, show_input=_flag(request, "showInput", True), show_history=show_history,
                                  show_history_output=_flag(request, "showHistoryOutput", False))
         if row.status in _RUNNING:
             location = str(request.url)
@@ -224,6 +232,18 @@ class DurableApi:
         return _json(payload, 200)
 
     async def _list(self, engine: DurableEngine, request: web.Request) -> web.Response:
+        top, after = self._page(request)
+        rows = await engine.store.query(
+            created_from=_time_filter(request, "createdTimeFrom"), created_to=_time_filter(request, "createdTimeTo"),
+            statuses=[s.strip() for s in request.query.get("runtimeStatus", "").split(",")],
+            prefix=request.query.get("instanceIdPrefix") or None, after=after, top=(top + 1) if top else None)
+        rows, headers = self._paged(rows, top, lambda row: row.instance_id)
+        show_input = _flag(request, "showInput", False)
+        return _json([status_payload(r, show_input=show_input) for r in rows], 200, headers)
+
+    @staticmethod
+    def _page(request: web.Request) -> tuple[int | None, str | None]:
+        """`top` and the continuation token of a listing request (the last id of the previous page)."""
         top_text = request.query.get("top")
         try:
             top = int(top_text) if top_text else None
@@ -236,16 +256,33 @@ class DurableApi:
                 after = base64.urlsafe_b64decode(token.encode()).decode()
             except (ValueError, UnicodeDecodeError):
                 raise DurableRequestError(400, f"{CONTINUATION_HEADER} is not a token this API issued") from None
-        rows = await engine.store.query(
-            created_from=_time_filter(request, "createdTimeFrom"), created_to=_time_filter(request, "createdTimeTo"),
-            statuses=[s.strip() for s in request.query.get("runtimeStatus", "").split(",")],
-            prefix=request.query.get("instanceIdPrefix") or None, after=after, top=(top + 1) if top else None)
-        headers = {}
+        return top, after
+
+    @staticmethod
+    def _paged(rows: list[Any], top: int | None, last_id: Any) -> tuple[list[Any], dict[str, str]]:
+        """At most `top` rows, and the continuation header when more follow (rows holds top + 1)."""
         if top and len(rows) > top:
             rows = rows[:top]
-            headers[CONTINUATION_HEADER] = base64.urlsafe_b64encode(rows[-1].instance_id.encode()).decode()
-        show_input = _flag(request, "showInput", False)
-        return _json([status_payload(r, show_input=show_input) for r in rows], 200, headers)
+            return rows, {CONTINUATION_HEADER: base64.urlsafe_b64encode(last_id(rows[-1]).encode()).decode()}
+        return rows, {}
+
+    async def _entity_query(self, engine: DurableEngine, request: web.Request, name: str | None) -> web.Response:
+        """Azure's entity query: entities (of one name) with their last operation time, and state
+        when fetchState=true."""
+        top, after = self._page(request)
+        rows = await engine.store.entities(
+            prefix=entity_id_of(name, "") if name else "@", updated_from=_time_filter(request, "lastOperationTimeFrom"),
+            updated_to=_time_filter(request, "lastOperationTimeTo"), after=after, top=(top + 1) if top else None)
+        rows, headers = self._paged(rows, top, lambda row: row[0])
+        fetch_state = _flag(request, "fetchState", False)
+        found = []
+        for entity_id, state, updated in rows:
+            entity_name, key = split_entity_id(entity_id)
+            entry: dict[str, Any] = {"entityId": {"name": entity_name, "key": key}, "lastOperationTime": iso_utc(updated)}
+            if fetch_state:
+                entry["state"] = parse_json_text(state)
+            found.append(entry)
+        return _json(found, 200, headers)
 
     async def _purge_by(self, engine: DurableEngine, request: web.Request) -> web.Response:
         deleted = await engine.store.purge(

@@ -36,7 +36,7 @@ from funcplane_protocol import FunctionRpc_pb2 as rpc
 
 if TYPE_CHECKING:
     from funcplane_host.app.functions import FunctionDefinition
-    from funcplane_host.host import FunctionHost
+    from funcplane_host.services import ExtensionServices
 
 logger = logging.getLogger("funcplane.host.durable")
 
@@ -57,6 +57,12 @@ TRANSIENT_RETRY_SECONDS = 1.0
 # completions gather, so replay takes at most about a quarter of the worker's time.
 GATHER_FACTOR = 3.0
 GATHER_LIMIT_SECONDS = 2.0
+# Rows of instances between episodes, with their history already encoded: the next episode
+# reuses them while the store holds the same version, instead of decoding and encoding the
+# whole history again (the cost that grows with every step of a long orchestration).
+HOT_INSTANCES = 512
+HOT_CHARACTERS = 32_000_000  # and at most this much encoded history (about 3x that in memory)
+PENDING_REFRESH_SECONDS = 2.0  # how often the hub's pending work is counted for the scaler
 POLL_SECONDS = 0.2  # shared stores: how often a host looks for work other hosts left
 # The instance whose episode this task runs under a lease (shared stores); its commit is fenced.
 _LEASED: contextvars.ContextVar[str | None] = contextvars.ContextVar("durable_leased", default=None)
@@ -162,7 +168,7 @@ def _failure_text(failure: InvocationFailed) -> str:
 
 
 class DurableEngine:
-    def __init__(self, host: FunctionHost, store: SqlStore, options: Options) -> None:
+    def __init__(self, host: ExtensionServices, store: SqlStore, options: Options) -> None:
         self.host = host
         self.store = store
         self.options = options
@@ -177,11 +183,18 @@ class DurableEngine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
         self.counters = {"episodes": 0, "activities": 0, "entityBatches": 0}
+        # The hub's work waiting or running (counted in the store; None until first counted):
+        # instances and entities with messages due, and activity work items not yet finished.
+        self.pending: dict[str, int | None] = {"orchestrations": None, "activities": None}
+        self.activities_running = 0
         self._outstanding: dict[str, int] = {}  # instance -> calls it is waiting on
         self._episode_cost: dict[str, float] = {}  # instance -> seconds its last episode took
         self._work_in_flight: set[int] = set()
         self._arrived: dict[str, int] = {}  # instance -> completions since its last episode began
         self._leases_held: set[str] = set()
+        # instance -> (its row as last committed here, the encoded history a Python orchestrator replays)
+        self._hot: dict[str, tuple[InstanceRow, list[str], int]] = {}  # ..., its encoded size
+        self._hot_characters = 0
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -190,7 +203,8 @@ class DurableEngine:
         if self.store.shared:
             # Other hosts share the hub: pending work is claimed by polling, not taken wholesale.
             self._loops = [loop.create_task(self._dispatch()), loop.create_task(self._fire_timers()),
-                           loop.create_task(self._poll_shared()), loop.create_task(self._renew_leases())]
+                           loop.create_task(self._poll_shared()), loop.create_task(self._renew_leases()),
+                           loop.create_task(self._count_pending())]
             return
         work, inboxes = await self.store.recovery()
         now = time.time()
@@ -201,8 +215,8 @@ class DurableEngine:
                 self._arm(visible_at, instance_id)
         for item in work:
             self._spawn(self._run_work(item))
-        self._loops = [asyncio.get_running_loop().create_task(self._dispatch()),
-                       asyncio.get_running_loop().create_task(self._fire_timers())]
+        self._loops = [loop.create_task(self._dispatch()), loop.create_task(self._fire_timers()),
+                       loop.create_task(self._count_pending())]
         if work or inboxes:
             logger.info("durable hub %s: resumed %d work items, %d inboxes", self.store.hub, len(work), len(inboxes))
 
@@ -210,6 +224,21 @@ class DurableEngine:
         for task in [*self._loops, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
+
+    @property
+    def episodes_running(self) -> int:
+        return len(self._running)
+
+    async def _count_pending(self) -> None:
+        while True:
+            try:
+                orchestrations, activities = await self.store.pending(time.time())
+                self.pending = {"orchestrations": orchestrations, "activities": activities}
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - the figures go stale; the next round retries
+                logger.warning("durable hub %s: counting pending work failed: %s", self.store.hub, error)
+            await asyncio.sleep(PENDING_REFRESH_SECONDS)
 
     def _spawn(self, work: Any) -> None:
         # A fresh context: work started from an episode must not inherit its instance lease.
@@ -350,7 +379,7 @@ class DurableEngine:
         if instance_id.startswith("@") or not instance_id.strip():
             raise DurableRequestError(400, f"instance id {instance_id!r} is not allowed (it must not be empty "
                                            "or start with '@')")
-        existing = await self.store.instance(instance_id)
+        existing = await self.store.instance(instance_id, history=False)
         if existing is not None and existing.status not in TERMINAL:
             raise DurableRequestError(409, f"an instance with id {instance_id!r} already exists and is "
                                            f"{existing.status}")
@@ -368,7 +397,7 @@ class DurableEngine:
 
     async def send_control(self, instance_id: str, kind: str, **fields: Any) -> InstanceRow:
         """Queue terminate / suspend / resume / an external event for an instance."""
-        row = await self.store.instance(instance_id)
+        row = await self.store.instance(instance_id, history=False)
         if row is None:
             raise DurableRequestError(404, f"no instance with id {instance_id!r}")
         if row.status in TERMINAL:
@@ -414,8 +443,11 @@ class DurableEngine:
 
     async def _orchestration_episode(self, instance_id: str) -> bool:
         now = time.time()
-        row, messages = await self.store.episode_input(instance_id, now, MESSAGE_BATCH)
+        hot_row, hot_replay = self._take_hot(instance_id)  # kept again only after a commit
+        row, messages = await self.store.episode_input(instance_id, now, MESSAGE_BATCH, hot_row)
         if not messages:
+            if row is not None and row is hot_row and hot_replay is not None:
+                self._keep_hot(row, hot_replay)
             return False
         more = len(messages) >= MESSAGE_BATCH
         if row is None or row.status in TERMINAL:
@@ -491,18 +523,34 @@ class DurableEngine:
                 changes.instances.append(row)
             if consumed or episode.dirty:
                 await self._commit(changes, episode.wake, episode.work)
+            if not episode.dirty and row is hot_row and hot_replay is not None:
+                self._keep_hot(row, hot_replay)
             return more or leftover
         past = row.history
+        # What a Python orchestrator replays of the past, encoded: kept from the last episode, or
+        # encoded once from a history just read (stored events are all played).
+        python = self._sends_python_history(row)
+        if row is not hot_row or hot_replay is None or row.encoded is None:
+            row.encoded = [_encode(e) for e in past]
+            hot_replay = [text for e, text in zip(past, row.encoded) if _replayed(e, python)]
+        replay = hot_replay
         started = h.event(h.ORCHESTRATOR_STARTED, -1, episode.now)
         new_events = [started, *bookkeeping, *resuming]
         if resuming and not suspended and row.status not in TERMINAL:
-            outcome = await self._invoke_orchestrator(row, past, new_events)
+            outcome = await self._invoke_orchestrator(row, replay, new_events, python)
             self._apply_outcome(episode, outcome, new_events)
-        row.history = [] if episode.restarted else [*past, *new_events]
-        if row.history and row.status not in TERMINAL and row.history[-1]["EventType"] != h.ORCHESTRATOR_COMPLETED:
-            row.history.append(h.event(h.ORCHESTRATOR_COMPLETED, -1, episode.now))
-        for item in row.history:
-            item["IsPlayed"] = True
+        if episode.restarted:
+            row.history, row.encoded, replay = [], [], []
+        else:
+            if row.status not in TERMINAL and new_events[-1]["EventType"] != h.ORCHESTRATOR_COMPLETED:
+                new_events.append(h.event(h.ORCHESTRATOR_COMPLETED, -1, episode.now))
+            for item in new_events:
+                item["IsPlayed"] = True
+                text = _encode(item)
+                row.encoded.append(text)
+                if _replayed(item, python):
+                    replay.append(text)
+            past.extend(new_events)
         row.updated = time.time()
         changes.instances.append(row)
         await self._commit(changes, episode.wake, episode.work)
@@ -511,7 +559,27 @@ class DurableEngine:
             self._episode_cost.pop(instance_id, None)
         else:
             self._outstanding[instance_id] = sum(1 for t in row.state["tasks"].values() if t["kind"] != "timer")
+            self._keep_hot(row, replay)
         return more or leftover
+
+    def _take_hot(self, instance_id: str) -> tuple[InstanceRow | None, list[str] | None]:
+        row, replay, size = self._hot.pop(instance_id, (None, None, 0))
+        self._hot_characters -= size
+        return row, replay
+
+    def _keep_hot(self, row: InstanceRow, replay: list[str]) -> None:
+        size = sum(map(len, row.encoded or ()))
+        if size > HOT_CHARACTERS // 4:
+            return  # one huge history would push out all others; it is read from the store instead
+        while self._hot and (len(self._hot) >= HOT_INSTANCES or self._hot_characters + size > HOT_CHARACTERS):
+            self._take_hot(next(iter(self._hot)))  # the least recently committed
+        self._hot[row.instance_id] = (row, replay, size)
+        self._hot_characters += size
+
+    def _sends_python_history(self, row: InstanceRow) -> bool:
+        """True when the orchestrator is a Python function that gets only the events its SDK reads."""
+        definition = self.functions(ORCHESTRATION_TRIGGER).get(row.name.lower())
+        return definition is not None and definition.language == "python" and not self.options.full_history
 
     def _task_outcome(self, episode: _Episode, task: dict[str, Any], body: dict[str, Any],
                       resuming: list[dict[str, Any]], bookkeeping: list[dict[str, Any]]) -> None:
@@ -579,20 +647,17 @@ class DurableEngine:
         episode.work.append(item)
         return [h.event(h.TASK_SCHEDULED, seq, episode.now, Name=call["name"], Version=None, Input=call.get("input"))]
 
-    async def _invoke_orchestrator(self, row: InstanceRow, past: list[dict[str, Any]],
-                                   new_events: list[dict[str, Any]]) -> dict[str, Any]:
+    async def _invoke_orchestrator(self, row: InstanceRow, replay: list[str], new_events: list[dict[str, Any]],
+                                   python: bool) -> dict[str, Any]:
+        """Run one episode of the orchestrator: `replay` is the past history as JSON texts, as sent."""
         definition = self.functions(ORCHESTRATION_TRIGGER).get(row.name.lower())
         if definition is None:
             return {"failed": f"The orchestrator function '{row.name}' doesn't exist, is disabled, or is not an "
                               "orchestrator function."}
-        replayed = [*past, *new_events]
-        if definition.language == "python" and not self.options.full_history:
-            replayed = [e for e in replayed if e["EventType"] not in PYTHON_SDK_UNREAD]
         context = {
-            "history": replayed,
             "input": h.parse_json_text(row.input),
             "instanceId": row.instance_id,
-            "isReplaying": bool(past),
+            "isReplaying": bool(row.history),
             "parentInstanceId": row.parent["instanceId"] if row.parent else None,
             "upperSchemaVersion": 1,
             "upperSchemaVersionNew": 2,
@@ -600,7 +665,11 @@ class DurableEngine:
             "maximumShortTimerDuration": MAX_SHORT_TIMER,
             "defaultHttpAsyncRequestSleepTimeMillseconds": 30000,
         }
-        invocation = Invocation.of_trigger(definition, rpc.TypedData(string=json.dumps(context)))
+        # The history goes in as text: the past's encoding is kept between episodes, only the
+        # new events are encoded here.
+        events = ",".join([*replay, *(_encode(e) for e in new_events if _replayed(e, python))])
+        text = json.dumps(context, separators=(",", ":"))[:-1] + ',"history":[' + events + "]}"
+        invocation = Invocation.of_trigger(definition, rpc.TypedData(string=text))
         try:
             response = await self.host.invoke(invocation)
         except InvocationFailed as failure:
@@ -759,6 +828,7 @@ class DurableEngine:
         kept = [e for e in row.history if e["EventType"] not in (h.TASK_FAILED, h.SUB_ORCHESTRATION_FAILED,
                                                                   h.EXECUTION_COMPLETED)]
         row.history = kept
+        row.encoded = None
         row.output = None
         episode.dirty = True
         for event in kept:
@@ -818,7 +888,12 @@ class DurableEngine:
         while True:
             try:
                 async with self._activity_slots:
-                    outcome = await (self._call_http(body) if body["kind"] == "http" else self._call_activity(body))
+                    self.activities_running += 1
+                    try:
+                        outcome = await (self._call_http(body) if body["kind"] == "http"
+                                         else self._call_activity(body))
+                    finally:
+                        self.activities_running -= 1
                 break
             except _Transient as error:
                 logger.warning("activity %s of %s: %s; trying again", body["name"], item.instance_id, error)
@@ -917,6 +992,15 @@ class DurableEngine:
             wake.add(op["parent"])
         await self._commit(changes, wake, [])
         return len(messages) >= self.options.entity_batch
+
+
+def _encode(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"))
+
+
+def _replayed(event: dict[str, Any], python: bool) -> bool:
+    """Whether an orchestrator is sent this event when it replays."""
+    return not python or event["EventType"] not in PYTHON_SDK_UNREAD
 
 
 def _last_time(history: list[dict[str, Any]]) -> float:

@@ -20,7 +20,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from funcplane_host.durable.engine import (
     ACTIVITY_TRIGGER,
@@ -30,11 +30,21 @@ from funcplane_host.durable.engine import (
     Options,
 )
 from funcplane_host.durable.store import DurableStoreError, SqliteStore, SqlStore
+from funcplane_host.services import ExtensionServices
 from funcplane_protocol import FunctionRpc_pb2 as rpc
 
 if TYPE_CHECKING:
     from funcplane_host.app.functions import FunctionDefinition
-    from funcplane_host.host import FunctionHost
+
+
+class DurableServices(ExtensionServices, Protocol):
+    """What the durable extension uses of the host besides the shared services."""
+
+    @property
+    def app_root(self) -> Path: ...
+    @property
+    def state(self) -> str: ...
+
 
 logger = logging.getLogger("funcplane.host.durable")
 
@@ -95,14 +105,15 @@ def _positive_int(section: dict[str, Any], key: str, default: int) -> int:
     return value
 
 
-def options_from(raw: dict[str, Any]) -> Options:
+def options_from(raw: dict[str, Any], cores: int = 1) -> Options:
+    """extensions.durableTask; concurrency defaults to Azure's 10 per core."""
     section = _section(raw)
     own = section.get("funcplane") or {}
     if not isinstance(own, dict):
         raise DurableConfigError("host.json extensions.durableTask.funcplane: must be an object")
     return Options(
-        max_activities=_positive_int(section, "maxConcurrentActivityFunctions", Options.max_activities),
-        max_orchestrations=_positive_int(section, "maxConcurrentOrchestratorFunctions", Options.max_orchestrations),
+        max_activities=_positive_int(section, "maxConcurrentActivityFunctions", 10 * cores),
+        max_orchestrations=_positive_int(section, "maxConcurrentOrchestratorFunctions", 10 * cores),
         entity_batch=_positive_int(section, "maxEntityOperationBatchSize", Options.entity_batch),
         payload_limit=_positive_int(own, "maxPayloadBytes", Options.payload_limit),
         full_history=_flag(own, "fullHistory"),
@@ -151,7 +162,7 @@ def uses_durable(definition: FunctionDefinition) -> bool:
 
 
 class DurableExtension:
-    def __init__(self, host: FunctionHost) -> None:
+    def __init__(self, host: DurableServices, cores: int = 1) -> None:
         self.host = host
         self.engine: DurableEngine | None = None
         self.error: str | None = None
@@ -163,7 +174,7 @@ class DurableExtension:
         try:
             settings = host.settings
             self.hub = hub_name(host.config.raw, host.environment, settings.slot_name)
-            self.options = options_from(host.config.raw)
+            self.options = options_from(host.config.raw, cores)
             self.choice = store_choice(host.config.raw)
             state_dir = settings.state_dir or Path(tempfile.gettempdir()) / "funcplane-state" / hashlib.sha256(
                 str(host.app_root).encode()).hexdigest()[:16]
@@ -254,6 +265,27 @@ class DurableExtension:
         return {"taskHub": self.hub, "store": engine.store.kind if engine else self.choice.kind,
                 "path": str(engine.store.path if engine else self.store_path), "error": self.error,
                 "counters": dict(engine.counters) if engine else None}
+
+    def demand(self) -> dict[str, dict[str, Any]]:
+        """The task hub's pending orchestration and activity work, as entries of /admin/concurrency
+        shaped like a queue function's (a backlog and a concurrency limit), so that a scaler counts
+        them as it counts queues. The backlog is the hub's (on a shared store, all hosts'), waiting
+        and running, refreshed every few seconds."""
+        engine = self.engine
+        if engine is None:
+            return {}
+        prefix = f"durabletask/{self.hub}"
+        return {
+            f"{prefix}/orchestrations": {
+                "trigger": "durableOrchestration", "taskHub": self.hub,
+                "concurrency": self.options.max_orchestrations, "inFlight": engine.episodes_running,
+                "completed": engine.counters["episodes"] + engine.counters["entityBatches"],
+                "backlog": engine.pending["orchestrations"]},
+            f"{prefix}/activities": {
+                "trigger": "durableActivity", "taskHub": self.hub,
+                "concurrency": self.options.max_activities, "inFlight": engine.activities_running,
+                "completed": engine.counters["activities"], "backlog": engine.pending["activities"]},
+        }
 
     # ---- the client binding ----------------------------------------------------------------------
 

@@ -71,6 +71,8 @@ INSTANCE_COLUMNS = ("instance_id", "name", "execution_id", "status", "input", "o
 _UPSERT_INSTANCE = (f"INSERT INTO instances VALUES ({','.join('?' * len(INSTANCE_COLUMNS))}) "
                     "ON CONFLICT (instance_id) DO UPDATE SET "
                     + ", ".join(f"{c} = excluded.{c}" for c in INSTANCE_COLUMNS[1:]))
+# Every column but the history and the engine's state, which stand in as empty (status answers).
+_SUMMARY_COLUMNS = ", ".join(INSTANCE_COLUMNS[:-2]) + ", '[]', '{}'"
 _UPSERT_ENTITY = ("INSERT INTO entities VALUES (?,?,?) ON CONFLICT (entity_id) DO UPDATE SET "
                   "state = excluded.state, updated = excluded.updated")
 
@@ -112,6 +114,9 @@ class InstanceRow:
     parent: dict[str, Any] | None
     history: list[dict[str, Any]]
     state: dict[str, Any]
+    # Each history event's stored JSON text, kept beside `history` by the engine so that a commit
+    # does not encode the whole history again; used only while it has one text per event.
+    encoded: list[str] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_sql(cls, row: tuple[Any, ...]) -> InstanceRow:
@@ -122,10 +127,13 @@ class InstanceRow:
         return cls(**values)
 
     def to_sql(self) -> tuple[Any, ...]:
+        encoded = self.encoded
+        history = ("[" + ",".join(encoded) + "]" if encoded is not None and len(encoded) == len(self.history)
+                   else json.dumps(self.history, separators=(",", ":")))
         return (self.instance_id, self.name, self.execution_id, self.status, self.input, self.output,
                 self.custom_status, self.created, self.updated,
                 json.dumps(self.parent) if self.parent else None,
-                json.dumps(self.history, separators=(",", ":")), json.dumps(self.state, separators=(",", ":")))
+                history, json.dumps(self.state, separators=(",", ":")))
 
 
 @dataclass
@@ -282,22 +290,38 @@ class SqlStore:
     async def apply(self, changes: Changes, now: float) -> None:
         await self.run(lambda conn: changes.apply(conn, now))
 
-    async def instance(self, instance_id: str) -> InstanceRow | None:
+    async def instance(self, instance_id: str, *, history: bool = True) -> InstanceRow | None:
+        """An instance's row; with history=False its history and engine state are left out (empty),
+        which is all a status answer needs and saves decoding a long history on every poll."""
+        columns = "*" if history else _SUMMARY_COLUMNS
+
         def read(conn: Any) -> InstanceRow | None:
-            row = conn.execute("SELECT * FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
+            row = conn.execute(f"SELECT {columns} FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
             return InstanceRow.from_sql(row) if row else None
         return await self.run(read)
 
-    async def episode_input(self, instance_id: str, now: float, limit: int) -> tuple[InstanceRow | None, list[Message]]:
+    async def episode_input(self, instance_id: str, now: float, limit: int, known: InstanceRow | None = None,
+                            ) -> tuple[InstanceRow | None, list[Message]]:
+        """An instance's row and visible messages. `known` is the row as this host last committed
+        it: while the store still holds that version (same execution and update time), it is
+        returned as is instead of decoding the history again."""
         def read(conn: Any) -> tuple[InstanceRow | None, list[Message]]:
-            row = conn.execute("SELECT * FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
+            row: Any = None
+            if known is not None:
+                current = conn.execute("SELECT execution_id, updated FROM instances WHERE instance_id = ?",
+                                       (instance_id,)).fetchone()
+                if current is not None and current[0] == known.execution_id and current[1] == known.updated:
+                    row = known
+            if row is None:
+                found = conn.execute("SELECT * FROM instances WHERE instance_id = ?", (instance_id,)).fetchone()
+                row = InstanceRow.from_sql(found) if found else None
             messages = [
                 Message(instance_id, json.loads(body), visible_at, message_id)
                 for message_id, visible_at, body in conn.execute(
                     "SELECT id, visible_at, body FROM messages WHERE instance_id = ? AND visible_at <= ? "
                     "ORDER BY id LIMIT ?", (instance_id, now, limit))
             ]
-            return (InstanceRow.from_sql(row) if row else None), messages
+            return row, messages
         return await self.run(read)
 
     async def entity_input(self, entity_id: str, limit: int) -> tuple[str | None, bool, list[Message]]:
@@ -318,6 +342,22 @@ class SqlStore:
             return (row is not None, row[0] if row else None)
         return await self.run(read)
 
+    async def entities(self, *, prefix: str, updated_from: float | None, updated_to: float | None,
+                       after: str | None, top: int | None) -> list[tuple[str, str | None, float]]:
+        """(entity id, state, last operation time) of existing entities whose id starts with `prefix`."""
+        clauses, params = ["entity_id >= ?", "entity_id < ?"], [prefix, prefix + "\U0010ffff"]
+        for clause, value in (("updated >= ?", updated_from), ("updated <= ?", updated_to), ("entity_id > ?", after)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        limit = f"LIMIT {int(top)}" if top else ""
+
+        def read(conn: Any) -> list[tuple[str, str | None, float]]:
+            return [(r[0], r[1], float(r[2])) for r in conn.execute(
+                f"SELECT entity_id, state, updated FROM entities WHERE {' AND '.join(clauses)} "
+                f"ORDER BY entity_id {limit}", params)]
+        return await self.run(read)
+
     async def recovery(self) -> tuple[list[WorkItem], list[tuple[str, float]]]:
         """Pending work, and (instance, earliest visible time) of every inbox, for a restart."""
         def read(conn: Any) -> tuple[list[WorkItem], list[tuple[str, float]]]:
@@ -328,6 +368,14 @@ class SqlStore:
             return work, inboxes
         return await self.run(read)
 
+    async def pending(self, now: float) -> tuple[int, int]:
+        """(instances and entities with messages due, activity work items not finished) of the hub."""
+        def read(conn: Any) -> tuple[int, int]:
+            instances = conn.execute("SELECT COUNT(DISTINCT instance_id) FROM messages WHERE visible_at <= ?",
+                                     (now,)).fetchone()[0]
+            return int(instances), int(conn.execute("SELECT COUNT(*) FROM work").fetchone()[0])
+        return await self.run(read)
+
     async def next_visible(self, instance_id: str) -> float | None:
         def read(conn: Any) -> float | None:
             row = conn.execute("SELECT MIN(visible_at) FROM messages WHERE instance_id = ?", (instance_id,)).fetchone()
@@ -336,6 +384,7 @@ class SqlStore:
 
     async def query(self, *, created_from: float | None, created_to: float | None, statuses: Iterable[str],
                     prefix: str | None, after: str | None, top: int | None) -> list[InstanceRow]:
+        """Instances matching a filter, by id, without their history (as `instance(history=False)`)."""
         clauses, params = _filters(created_from, created_to, statuses, prefix)
         if after:
             clauses.append("instance_id > ?")
@@ -345,7 +394,7 @@ class SqlStore:
 
         def read(conn: Any) -> list[InstanceRow]:
             return [InstanceRow.from_sql(r) for r in conn.execute(
-                f"SELECT * FROM instances {where} ORDER BY instance_id {limit}", params)]
+                f"SELECT {_SUMMARY_COLUMNS} FROM instances {where} ORDER BY instance_id {limit}", params)]
         return await self.run(read)
 
     async def purge(self, instance_ids: Iterable[str] | None = None, *, created_from: float | None = None,

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
@@ -37,9 +37,23 @@ from funcplane_host.queues.storage import (
     queue_outputs,
     trigger_metadata,
 )
+from funcplane_host.services import ExtensionServices
 
-if TYPE_CHECKING:
-    from funcplane_host.host import FunctionHost
+
+class QueueAdmission(Protocol):
+    """The concurrency control as a queue listener sees it."""
+
+    @property
+    def queue_lengths(self) -> dict[str, int]: ...
+    def available(self, definition: FunctionDefinition, pending: int) -> int: ...
+
+
+class QueueServices(ExtensionServices, Protocol):
+    """What the queue triggers use of the host besides the shared services."""
+
+    @property
+    def concurrency(self) -> QueueAdmission: ...
+
 
 logger = logging.getLogger("funcplane.host.queues")
 QUEUE_TRIGGER = "queuetrigger"
@@ -73,7 +87,7 @@ class QueueListener:
 
 
 class QueueTriggers:
-    def __init__(self, host: FunctionHost) -> None:
+    def __init__(self, host: QueueServices) -> None:
         self.host = host
         self.enabled = host.settings.non_http_triggers
         self.listeners: dict[str, QueueListener] = {}

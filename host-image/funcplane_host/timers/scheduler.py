@@ -14,13 +14,14 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from funcplane_host.app.functions import FunctionDefinition
 from funcplane_host.app.indexing import FunctionError
-from funcplane_host.invocation import Invocation
+from funcplane_host.invocation import Invocation, InvocationFailed
 from funcplane_protocol import FunctionRpc_pb2 as rpc
 from funcplane_host.timers.schedule import (
     Schedule,
@@ -29,10 +30,18 @@ from funcplane_host.timers.schedule import (
     resolve_setting_references,
     zone_named,
 )
+from funcplane_host.services import ExtensionServices
 from funcplane_host.timers.singleton import ApiAccess, LeaseConfigError, TimerLease, lease_seconds
 
-if TYPE_CHECKING:
-    from funcplane_host.host import FunctionHost
+
+class TimerServices(ExtensionServices, Protocol):
+    """What the timer triggers use of the host besides the shared services."""
+
+    @property
+    def config_errors(self) -> list[str]: ...
+    async def run_logged(self, invocation: Invocation, what: str) -> InvocationFailed | None: ...
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None: ...
+
 
 logger = logging.getLogger("funcplane.host.timers")
 TIMER_TRIGGER = "timertrigger"
@@ -89,7 +98,7 @@ class TimerState:
 
 
 class TimerTriggers:
-    def __init__(self, host: FunctionHost) -> None:
+    def __init__(self, host: TimerServices) -> None:
         self.host = host
         settings = host.settings
         self.enabled = settings.non_http_triggers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -15,6 +14,7 @@ from typing import Any
 from collections.abc import Mapping
 
 from funcplane_host.app.timespan import parse_timespan
+from funcplane_host.jsonfile import JsonFileError, read_json_object
 
 WORKER_CONFIG_FILE = "worker.config.json"
 DEFAULT_INIT_TIMEOUT_SECONDS = 60.0
@@ -148,12 +148,10 @@ def load_worker_description(directory: Path, name: str | None = None, source: st
     if not config_path.is_file():
         raise WorkerConfigError(f"worker {label!r}: {config_path} does not exist")
     try:
-        document = json.loads(config_path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as error:
-        raise WorkerConfigError(
-            f"worker {label!r}: {config_path} is not valid JSON (line {error.lineno}: {error.msg})"
-        ) from None
-    description = document.get("description") if isinstance(document, dict) else None
+        document = read_json_object(config_path)
+    except JsonFileError as error:
+        raise WorkerConfigError(f"worker {label!r}: {error}") from None
+    description = document.get("description")
     if not isinstance(description, dict):
         raise WorkerConfigError(f"worker {label!r}: {config_path} needs a \"description\" object")
     language = description.get("language")

@@ -7,11 +7,11 @@ the host reports it and is not ready.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from funcplane_host.jsonfile import JsonFileError, read_json_object
 from funcplane_host.workers.config import (
     WORKER_CONFIG_FILE,
     WorkerConfigError,
@@ -73,13 +73,9 @@ class WorkerRegistry:
         declared: dict[str, DeclaredWorker] = {}
         if managed_config.is_file():
             try:
-                document = json.loads(managed_config.read_text(encoding="utf-8-sig"))
+                document = read_json_object(managed_config, f"managed worker config {managed_config}")
                 declared = parse_managed_config(document, str(managed_config))
-            except json.JSONDecodeError as error:
-                registry.errors.append(
-                    f"managed worker config {managed_config}: invalid JSON (line {error.lineno}: {error.msg})"
-                )
-            except WorkerConfigError as error:
+            except (JsonFileError, WorkerConfigError) as error:
                 registry.errors.append(str(error))
         for entry in declared.values():
             if not entry.enabled:

@@ -64,6 +64,7 @@ RESOURCES: tuple[ResourceDefinition, ...] = (
             {"name": "Active Instance", "type": "string", "jsonPath": ".status.activeInstance"},
             {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
             {"name": "Plan", "type": "string", "jsonPath": ".spec.plan", "priority": 1},
+            {"name": "Task Hub", "type": "string", "jsonPath": ".status.taskHub", "priority": 1},
             _age(),
         ),
     ),

@@ -224,6 +224,7 @@ class InstanceStatus(Model):
     updated_replicas: int = 0
     ready: bool = False
     workers: dict[str, int] = Field(default_factory=dict, description="Declared worker -> pods that run it.")
+    task_hub: str | None = Field(None, description="Durable task hub its hosts use (with spec.durable).")
     scale: ScaleStatus | None = Field(None, description="The scaler's last decision (spec.scale.autoscale).")
 
 
@@ -235,6 +236,9 @@ class FunctionAppStatus(ConditionedStatus):
     replicas: int = Field(0, description="Pods of the production instance (scale subresource).")
     selector: str | None = Field(None, description="Label selector of the production instance's pods.")
     hostname: str | None = None
+    task_hub: str | None = Field(
+        None, description="Durable task hub of the production slot (with spec.durable); each slot's instance "
+                          "shows its own under instances.")
 
     def mark_rollout(self, not_ready: list[str], progressing: list[str], stalled: list[str],
                      generation: int | None) -> None:

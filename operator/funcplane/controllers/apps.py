@@ -15,7 +15,7 @@ from funcplane.api.slot import Slot, SlotStatus
 from funcplane.api.workerconfig import WorkerConfig
 from funcplane.kube.status import write_status
 from funcplane.render import names
-from funcplane.render.app import app_views, clone_settings, keys_secret, render_app
+from funcplane.render.app import SlotView, app_views, clone_settings, keys_secret, render_app, task_hubs
 from funcplane.render.deploy import admit_slots, plan_deployments
 from funcplane.render.readiness import deployment_rollout
 from funcplane.render.workers import declared_workers, split, workers_for
@@ -78,7 +78,7 @@ async def reconcile_app(ctx: Context, namespace: str, app_name: str) -> None:
     await _ensure_keys(ctx, app, [view.name for view in views])  # before the pods that mount them
     await _apply_all(ctx, desired)
     await _prune(ctx, namespace, app_name, desired, [view.name for view in views])
-    app.status = await _update_app_status(ctx, body, app, generation, workers)
+    app.status = await _update_app_status(ctx, body, app, generation, workers, views)
     await _update_slot_statuses(ctx, app, slots, admission.refused)
 
 
@@ -139,14 +139,16 @@ def _instance_deployments(ctx: Context, namespace: str, app_name: str, instance:
 
 
 async def _update_app_status(ctx: Context, body: dict[str, Any], app: FunctionApp, generation: int | None,
-                             workers: list[Any]) -> FunctionAppStatus:
+                             workers: list[Any], views: list[SlotView]) -> FunctionAppStatus:
     """Observed state into the app's status (written only if it changed); returns the new status."""
     namespace, app_name = app.metadata["namespace"], app.metadata["name"]
     status = app.status.model_copy(deep=True)
     not_ready, stalled, progressing = [], [], []
     app_workers = workers_for(app.spec.runtime, workers)
+    hubs = task_hubs(app, views)
     for slot_name, pointer in sorted(status.slots.items()):
         record = status.instances[pointer.instance]
+        record.task_hub = hubs.get(pointer.instance)
         rollout = deployment_rollout(_instance_deployments(ctx, namespace, app_name, pointer.instance))
         slices = split(app_workers, app.spec.clamped_replicas())
         gray_only = {w.name for w in (slices.gray or [])} - {w.name for w in slices.main}
@@ -162,6 +164,7 @@ async def _update_app_status(ctx: Context, body: dict[str, Any], app: FunctionAp
             stalled.append(rollout.stalled)
     production = status.slots.get(PRODUCTION)
     status.replicas = status.instances[production.instance].ready_replicas if production else 0
+    status.task_hub = hubs.get(production.instance) if production else None
     status.mark_rollout(not_ready, progressing, stalled, generation)
     current = ctx.store.get("FunctionApp", namespace, app_name) or body
     # The scaler writes its decisions meanwhile: they are its to change, not this reconcile's.

@@ -15,7 +15,7 @@ from funcplane.api.workerconfig import WorkerSpec
 from . import names
 from .content import merge_settings, running_settings, slot_content
 from .deploy import SlotRequest
-from .instance import HTTP_PORT, InstanceRequest, render_instance
+from .instance import HTTP_PORT, InstanceRequest, render_instance, task_hub
 from .volumes import VolumeMode
 from .workers import workers_for
 
@@ -101,16 +101,15 @@ def keys_secret(app: FunctionApp, slot: str, master_key: str, function_key: str)
             "stringData": {"keys.json": json.dumps(keys)}}
 
 
-def render_app(app: FunctionApp, views: list[SlotView], workers: list[WorkerSpec],
-               volume_mode: VolumeMode, live_replicas: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """Desired objects (keys Secrets excepted) for an app whose status already holds the pointers.
-    `live_replicas` (instance -> its main Deployment's replicas now) keeps an autoscaled instance's
-    count as the scaler left it."""
+def _instance_requests(app: FunctionApp, views: list[SlotView], workers: list[WorkerSpec],
+                       volume_mode: VolumeMode, live_replicas: dict[str, int] | None = None,
+                       ) -> list[tuple[str, str, InstanceRequest]]:
+    """(slot, instance, what to render) for every slot whose status already holds its pointer."""
     app_name, namespace = app.metadata["name"], app.metadata["namespace"]
     owner = names.owner_reference(app.wire())
     by_name = {view.name: view for view in views}
     app_workers = workers_for(app.spec.runtime, workers)
-    objects: list[dict[str, Any]] = [service_account(app), *host_access(app, views)]
+    requests = []
     for slot_name, pointer in sorted(app.status.slots.items()):
         view = by_name.get(slot_name)
         instance = app.status.instances.get(pointer.instance)
@@ -122,14 +121,35 @@ def render_app(app: FunctionApp, views: list[SlotView], workers: list[WorkerSpec
         # keep serving). While a swap warms the source up as the target, both instances share the
         # target's host id, and its timer Lease lets only one pod run the target's timers.
         identity = sticky_from.name
-        objects += render_instance(InstanceRequest(
+        requests.append((slot_name, pointer.instance, InstanceRequest(
             app_name=app_name, namespace=namespace, owner=owner, spec=app.spec, instance=pointer.instance,
             content=instance.content, settings=running_settings(instance.content, sticky_from.settings),
             slot=identity, non_http_triggers=sticky_from.non_http_triggers, workers=app_workers,
-            volume_mode=volume_mode, live_replicas=(live_replicas or {}).get(pointer.instance)))
-        objects.append(service(app, slot_name, pointer.instance))
+            volume_mode=volume_mode, live_replicas=(live_replicas or {}).get(pointer.instance))))
+    return requests
+
+
+def render_app(app: FunctionApp, views: list[SlotView], workers: list[WorkerSpec],
+               volume_mode: VolumeMode, live_replicas: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Desired objects (keys Secrets excepted) for an app whose status already holds the pointers.
+    `live_replicas` (instance -> its main Deployment's replicas now) keeps an autoscaled instance's
+    count as the scaler left it."""
+    objects: list[dict[str, Any]] = [service_account(app), *host_access(app, views)]
+    for slot_name, instance, request in _instance_requests(app, views, workers, volume_mode, live_replicas):
+        objects += render_instance(request)
+        objects.append(service(app, slot_name, instance))
     return [names.stamp(obj) for obj in objects]
 
 
+def task_hubs(app: FunctionApp, views: list[SlotView]) -> dict[str, str]:
+    """Instance -> the durable task hub its hosts use (instances whose hub is known; see task_hub)."""
+    hubs = {}
+    for _, instance, request in _instance_requests(app, views, [], VolumeMode.IMAGE):
+        hub = task_hub(request)
+        if hub is not None:
+            hubs[instance] = hub
+    return hubs
+
+
 __all__ = ["HTTP_PORT", "SlotView", "app_views", "clone_settings", "host_access", "keys_secret", "production_view",
-           "render_app", "service", "service_account", "slot_view"]
+           "render_app", "service", "service_account", "slot_view", "task_hubs"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from funcplane.api import PRODUCTION
 from funcplane.api.base import Setting
 from funcplane.api.functionapp import DeployedContent, FunctionAppSpec
 from funcplane.api.workerconfig import WorkerSpec
@@ -74,6 +76,36 @@ def host_json_override(spec: FunctionAppSpec) -> dict[str, Any]:
             durable_task["storageProvider"] = {"type": "postgresql", "leaseSeconds": store.lease_seconds,
                                                "connectionStringName": DURABLE_CONNECTION_SETTING}
     return override
+
+
+_HUB_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,49}$")
+_HUB_SETTING = "AzureFunctionsJobHost__extensions__durableTask__hubName"
+
+
+def task_hub(request: InstanceRequest) -> str | None:
+    """The durable task hub the instance's hosts use, named as the host names it
+    (funcplane_host.durable.extension.hub_name): the hub app setting, else host.json hubName
+    (a %Setting% reference resolved), else the site name plus the slot outside production.
+    None without spec.durable, or when the name comes from a Secret or is not a valid hub name.
+    A hubName only in the packaged host.json is not visible here."""
+    if request.spec.durable is None:
+        return None
+    settings = {s.name: s.value for s in request.settings}  # None: the value is in a Secret or ConfigMap
+    if _HUB_SETTING in settings and settings[_HUB_SETTING] is None:
+        return None
+    section = host_json_override(request.spec).get("extensions", {}).get("durableTask", {})
+    configured = settings.get(_HUB_SETTING) or section.get("hubName")
+    if configured is not None:
+        reference = re.fullmatch(r"%([^%]+)%", str(configured))
+        if reference:
+            configured = settings.get(reference.group(1))
+        return configured if isinstance(configured, str) and _HUB_PATTERN.match(configured) else None
+    site = re.sub(r"[^A-Za-z0-9]", "", request.app_name) or "TestHubName"
+    if not site[0].isalpha():
+        site = "Hub" + site
+    if request.slot.lower() != PRODUCTION:
+        site += re.sub(r"[^A-Za-z0-9]", "", request.slot)
+    return site[:50] if len(site) >= 3 else site + "Hub"
 
 
 def _metadata(request: InstanceRequest, name: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:

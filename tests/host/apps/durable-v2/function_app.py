@@ -226,3 +226,33 @@ def approval_then_pause(context: df.DurableOrchestrationContext):
     # The cancelled timeout falls due during this pause; it must not fire into the history.
     yield context.create_timer(now + timedelta(seconds=4))
     return "approved" if winner == event else "timed out"
+
+
+def _wait_for_gate(name: str) -> None:
+    """Block until the test opens a gate (a file), at most a minute: a test device only, since real
+    orchestrator code never blocks."""
+    gate = Path(os.environ["DURABLE_TEST_STATE"]) / f"gate-{name}"
+    deadline = time.monotonic() + 60
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+@app.orchestration_trigger(context_name="context")
+def held(context: df.DurableOrchestrationContext):
+    if not context.is_replaying:
+        _wait_for_gate("orchestrators")
+    return (yield context.call_activity("gated", context.get_input()))
+
+
+@app.activity_trigger(input_name="value")
+def gated(value: int) -> int:
+    _wait_for_gate("activities")
+    return value
+
+
+@app.orchestration_trigger(context_name="context")
+def long_wait(context: df.DurableOrchestrationContext):
+    # Longer than the longest single timer the host advertises (6 days): with replay schema V3 the
+    # SDK waits in a chain of 3-day timers.
+    yield context.create_timer(context.current_utc_datetime + timedelta(days=7))
+    return "woke"
