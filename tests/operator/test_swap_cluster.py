@@ -92,8 +92,9 @@ def manifests(replicas: int = 2, staging_annotations: dict[str, str] | None = No
 class Operator:
     """The real `funcplane-operator` process for one namespace; can be killed and restarted."""
 
-    def __init__(self, cluster: Any, namespace: str, log_dir: Path) -> None:
+    def __init__(self, cluster: Any, namespace: str, log_dir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.cluster, self.namespace, self.log_dir = cluster, namespace, log_dir
+        self.extra_env = extra_env or {}
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -104,7 +105,8 @@ class Operator:
                    "--kubeconfig", str(self.cluster.kubeconfig), "--metrics-port", "0", "--health-port", "0",
                    "--bind-address", "127.0.0.1", "--lease-duration", "3", "--renew-deadline", "2",
                    "--retry-period", "0.5", "--log-format", "plain"]
-        self.process = subprocess.Popen(command, env=self.cluster.env, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, env={**self.cluster.env, **self.extra_env}, stdout=log,
+                                        stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no Lease release; the next process must resume from status."""

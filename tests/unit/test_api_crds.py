@@ -76,6 +76,8 @@ def test_cross_field_rules_are_in_the_schema() -> None:
 def test_nested_defaults_are_filled_by_the_api_server() -> None:
     app = custom_resource_definition(RESOURCES[0])
     spec = app["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-    assert spec["scale"]["default"] == {"minReplicas": 1, "maxReplicas": 10}
+    assert {k: v for k, v in spec["scale"]["default"].items() if k != "autoscale"} == \
+        {"minReplicas": 1, "maxReplicas": 10}
+    assert spec["scale"]["default"]["autoscale"]["enabled"] is False  # the scaler is opt-in
     assert spec["plan"]["default"] == "consumption"
     assert "default" not in spec["code"]  # required, never defaulted

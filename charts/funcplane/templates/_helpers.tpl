@@ -61,10 +61,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-# A not-ready instance's pods say why (a missing Secret, an image, a probe) in the app's status.
+# Pods: the swap's warm-up and the scaler read them, a not-ready instance's pods say why (a missing
+# Secret, an image, a probe) in the app's status; the scaler marks scale-in victims
+# (controller.kubernetes.io/pod-deletion-cost).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["get", "list", "patch"]
 # Each app's hosts get a Role to hold their slots' timer Leases (get and update limited to those
 # names); RBAC lets the operator grant only what it holds itself, hence the lease verbs here.
 - apiGroups: ["rbac.authorization.k8s.io"]

@@ -307,6 +307,11 @@ class HostConcurrency:
             }
             if entry["trigger"] == "queue":
                 entry["backlog"] = self.queue_lengths.get(definition.name)
+                # Where the backlog is, for a scaler that reads it while no host runs (scale from
+                # zero): the binding's queueName as written (%Setting% unresolved) and the name of
+                # the connection setting (never its value).
+                entry["queueName"] = definition.trigger.get("queueName")
+                entry["connection"] = definition.trigger.get("connection") or "AzureWebJobsStorage"
             functions[definition.name] = entry
         for source in self.demand_sources:
             functions.update(source())

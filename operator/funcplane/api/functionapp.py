@@ -38,9 +38,36 @@ class Runtime(Model):
         None, ge=1, le=10, description="Worker processes per language (FUNCTIONS_WORKER_PROCESS_COUNT).")
 
 
+class Autoscale(Model):
+    """The operator's metrics-driven scaler (README "Scaling"); the defaults are Knative's KPA windows."""
+
+    enabled: bool = Field(False, description="Scale each instance from its hosts' concurrency; the operator then "
+                                             "owns the Deployments' replicas and spec.replicas is only the start.")
+    target_utilization_percent: int = Field(
+        70, ge=1, le=100, description="HTTP: share of a pod's concurrency limit to fill before adding pods.")
+    target_concurrency: int = Field(
+        100, ge=1, le=10000, description="HTTP: per-pod concurrency used when the host reports no limit for a "
+                                         "function (no dynamic concurrency and no static maximum).")
+    stable_window_seconds: int = Field(60, ge=6, le=3600, description="Demand is averaged over this window.")
+    panic_window_seconds: int = Field(6, ge=2, le=600, description="Short window that reacts to bursts.")
+    panic_threshold_percent: int = Field(
+        200, ge=110, le=1000, description="Panic (scale out on the short window, never in) when it asks for this "
+                                          "share of the ready pods.")
+    scale_down_delay_seconds: int = Field(
+        60, ge=0, le=3600, description="Scale in only to the highest count wanted over this long.")
+    max_scale_down_rate: float = Field(
+        2.0, ge=1.0, le=100.0, description="One step keeps at least current / rate pods.")
+
+    model_config = ConfigDict(json_schema_extra=validations(
+        cel("self.panicWindowSeconds < self.stableWindowSeconds",
+            "panicWindowSeconds must be shorter than stableWindowSeconds", ".panicWindowSeconds"),
+    ))
+
+
 class ScaleBounds(Model):
-    min_replicas: int = Field(1, ge=0, description="Fewest pods per instance.")
+    min_replicas: int = Field(1, ge=0, description="Fewest pods per instance (0: queue-only apps scale to zero).")
     max_replicas: int = Field(10, ge=1, description="Most pods per instance (plan-dependent ceiling).")
+    autoscale: Autoscale = Field(default_factory=Autoscale)
 
     model_config = ConfigDict(json_schema_extra=validations(
         cel("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas"),
@@ -162,6 +189,10 @@ class FunctionAppSpec(SlotContent):
     def clamped_replicas(self) -> int:
         return max(self.scale.min_replicas, min(self.replicas, self.scale.max_replicas))
 
+    @property
+    def autoscaled(self) -> bool:
+        return self.scale.autoscale.enabled
+
 
 class DeployedContent(Model):
     """The content an instance runs: what was last deployed to it."""
@@ -177,6 +208,26 @@ class SlotPointer(Model):
     hostname: str
 
 
+class QueueRef(Model):
+    queue_name: str = Field(description="The trigger's queueName as written (%Setting% references unresolved).")
+    connection: str = Field(description="The app setting that holds the connection string.")
+
+
+class ScaleStatus(Model):
+    """The scaler's last decision for one instance (written only when a decision changes replicas)."""
+
+    desired_replicas: int = Field(description="Replicas the scaler decided.")
+    current_replicas: int = Field(description="The Deployment's replicas before the decision.")
+    function: str = Field("", description="The function whose demand decided.")
+    metric: str = Field("", description="What it measured: http (in-flight + queued) or queue (length).")
+    value: float = Field(0.0, description="The metric's averaged value over the window that decided.")
+    mode: str = Field("", description="stable or panic.")
+    reason: str = Field("", description="Why, in words.")
+    last_decision_time: str = Field("", description="When the decision was written (RFC 3339, ms).")
+    queues: dict[str, QueueRef] = Field(
+        default_factory=dict, description="Queue functions -> their queue, read by the operator with no pod.")
+
+
 class InstanceStatus(Model):
     content: DeployedContent = Field(default_factory=DeployedContent)
     content_hash: str = Field("", description="Hash of the content it runs.")
@@ -189,6 +240,7 @@ class InstanceStatus(Model):
     ready: bool = False
     workers: dict[str, int] = Field(default_factory=dict, description="Declared worker -> pods that run it.")
     task_hub: str | None = Field(None, description="Durable task hub its hosts use (with spec.durable).")
+    scale: ScaleStatus | None = Field(None, description="The scaler's last decision (spec.scale.autoscale).")
 
 
 class FunctionAppStatus(ConditionedStatus):

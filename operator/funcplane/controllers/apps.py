@@ -78,12 +78,25 @@ async def reconcile_app(ctx: Context, namespace: str, app_name: str) -> None:
                              f"deployed to {what} {deployment.instance}")
 
     workers = declared_workers(WorkerConfig.model_validate(w) for w in ctx.store.list("WorkerConfig", namespace))
-    desired = render_app(app, views, workers, await ctx.volume_mode())
+    desired = render_app(app, views, workers, await ctx.volume_mode(), _live_replicas(ctx, app))
     await _ensure_keys(ctx, app, [view.name for view in views])  # before the pods that mount them
     await _apply_all(ctx, desired)
     await _prune(ctx, namespace, app_name, desired, [view.name for view in views])
     app.status = await _update_app_status(ctx, body, app, generation, workers, views)
     await _update_slot_statuses(ctx, app, slots, admission.refused)
+
+
+def _live_replicas(ctx: Context, app: FunctionApp) -> dict[str, int]:
+    """Autoscaled: each instance's main Deployment replicas as the scaler left them, so that
+    re-rendering (a deploy, a re-applied manifest) keeps them."""
+    if not app.spec.autoscaled:
+        return {}
+    live = {}
+    for record in app.status.slots.values():
+        deployment = ctx.store.get("Deployment", app.metadata["namespace"], record.instance)
+        if deployment is not None and isinstance(deployment.get("spec", {}).get("replicas"), int):
+            live[record.instance] = deployment["spec"]["replicas"]
+    return live
 
 
 def _pointers(status: FunctionAppStatus) -> Any:
@@ -175,6 +188,10 @@ async def _update_app_status(ctx: Context, body: dict[str, Any], app: FunctionAp
     if not_ready:
         ctx.queue.add_after((APP, namespace, app_name), NOT_READY_RECHECK_SECONDS)
     current = ctx.store.get("FunctionApp", namespace, app_name) or body
+    # The scaler writes its decisions meanwhile: they are its to change, not this reconcile's.
+    stored = FunctionAppStatus.model_validate(current.get("status") or {}).instances
+    for instance, record in status.instances.items():
+        record.scale = stored[instance].scale if instance in stored else None
     # With the resourceVersion: a concurrent pointer change (a swap) fails this write, never lost.
     if await write_status(ctx.kube, ctx.store, current, status, locked=True, announce=(READY, DEGRADED)):
         ctx.queue_worker_status(namespace)

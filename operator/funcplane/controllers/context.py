@@ -2,7 +2,8 @@
 cluster facts.
 
 The queue's keys are `(kind, namespace, name)`: `app` reconciles a FunctionApp with its Slots,
-`workers` the WorkerConfig statuses of a namespace, `swap` one tick of an app's swap engine.
+`workers` the WorkerConfig statuses of a namespace, `swap` one tick of an app's swap engine;
+`scale` keys carry a fourth part, the instance the scaler ticks for.
 Which function handles a key is given to the constructor (`dispatch.dispatch`), so that this
 module, imported by every reconciler, imports none of them.
 """
@@ -17,6 +18,7 @@ from funcplane.kube.client import Kube
 from funcplane.kube.store import Store
 from funcplane.kube.workqueue import WorkQueue
 from funcplane.render.volumes import VolumeMode
+from funcplane.scale.decide import Autoscaler
 from funcplane.swap.engine import SwapEngine
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ VOLUME_MODE_ENV = "FUNCPLANE_WORKER_VOLUME_MODE"  # auto | image | copy
 APP = "app"
 WORKERS = "workers"
 SWAP = "swap"
+SCALE = "scale"  # ("scale", namespace, app, instance): one scaler tick of an autoscaled instance
 
 
 class Context:
@@ -36,6 +39,8 @@ class Context:
         self.store = Store(self.kube)
         self.queue = WorkQueue(lambda key: dispatch(self, key))
         self.swap_engine = SwapEngine(self)
+        # (namespace, app, instance) -> the decision state of an instance the scaler ticks for.
+        self.scalers: dict[tuple[str, str, str], Autoscaler] = {}
         self._volume_mode: VolumeMode | None = None
         self._primed: set[str] = set()
 

@@ -41,6 +41,20 @@ LEASE_RENEW_FAILURES = Counter(
     "lease_renew_failures", "Lease renewals that failed (the API refused, timed out or the lease moved).",
     namespace=NAMESPACE)
 
+SCALE_DECISIONS = Counter(
+    "scale_decisions", "Replica changes the scaler wrote, by direction (out, in) and mode (stable, panic).",
+    ["direction", "mode"], namespace=NAMESPACE)
+SCALE_DESIRED = Gauge(
+    "scale_desired_replicas", "Replicas the scaler last decided, per autoscaled instance.",
+    ["namespace", "app", "instance"], namespace=NAMESPACE)
+SCALE_UNREAD_PODS = Gauge(
+    "scale_unread_pods", "Ready pods whose host did not report its concurrency in the last tick.",
+    ["namespace", "app", "instance"], namespace=NAMESPACE)
+
+SCALE_QUEUE_READ_FAILURES = Counter(
+    "scale_queue_read_failures", "Queue lengths the scaler could not read itself (no pod to ask), by function.",
+    ["namespace", "app", "function"], namespace=NAMESPACE)
+
 
 def result_of(error: BaseException | None) -> str:
     """The `result` label for a reconcile that ended with `error` (None: it succeeded)."""

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 from funcplane.api.base import GROUP, VERSION
 from funcplane.render.names import FIELD_MANAGER
 
+SCALER_FIELD_MANAGER = f"{FIELD_MANAGER}-scaler"  # the scaler's writes show apart in managedFields
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -145,6 +147,18 @@ class Kube:
             body["metadata"] = {"resourceVersion": resource_version}
         return await self.call("PATCH", KINDS[kind].path(namespace, name, "status"), body=body,
                                content_type="application/merge-patch+json")
+
+    async def scale(self, kind: str, namespace: str, name: str, replicas: int) -> dict[str, Any] | None:
+        """Set spec.replicas alone (the scaler's one write to a Deployment)."""
+        return await self.call("PATCH", KINDS[kind].path(namespace, name), body={"spec": {"replicas": replicas}},
+                               content_type="application/merge-patch+json",
+                               query=[("fieldManager", SCALER_FIELD_MANAGER)])
+
+    async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        """Merge annotations into a pod (None removes one); a pod already gone is no error."""
+        await self.call("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}",
+                        body={"metadata": {"annotations": annotations}},
+                        content_type="application/merge-patch+json", query=[("fieldManager", SCALER_FIELD_MANAGER)])
 
     async def server_version(self) -> tuple[int, int]:
         info = await self.call("GET", "/version") or {}

@@ -102,7 +102,8 @@ def keys_secret(app: FunctionApp, slot: str, master_key: str, function_key: str)
 
 
 def _instance_requests(app: FunctionApp, views: list[SlotView], workers: list[WorkerSpec],
-                       volume_mode: VolumeMode) -> list[tuple[str, str, InstanceRequest]]:
+                       volume_mode: VolumeMode, live_replicas: dict[str, int] | None = None,
+                       ) -> list[tuple[str, str, InstanceRequest]]:
     """(slot, instance, what to render) for every slot whose status already holds its pointer."""
     app_name, namespace = app.metadata["name"], app.metadata["namespace"]
     owner = names.owner_reference(app.wire())
@@ -124,15 +125,17 @@ def _instance_requests(app: FunctionApp, views: list[SlotView], workers: list[Wo
             app_name=app_name, namespace=namespace, owner=owner, spec=app.spec, instance=pointer.instance,
             content=instance.content, settings=running_settings(instance.content, sticky_from.settings),
             slot=identity, non_http_triggers=sticky_from.non_http_triggers, workers=app_workers,
-            volume_mode=volume_mode)))
+            volume_mode=volume_mode, live_replicas=(live_replicas or {}).get(pointer.instance))))
     return requests
 
 
 def render_app(app: FunctionApp, views: list[SlotView], workers: list[WorkerSpec],
-               volume_mode: VolumeMode) -> list[dict[str, Any]]:
-    """Desired objects (keys Secrets excepted) for an app whose status already holds the pointers."""
+               volume_mode: VolumeMode, live_replicas: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Desired objects (keys Secrets excepted) for an app whose status already holds the pointers.
+    `live_replicas` (instance -> its main Deployment's replicas now) keeps an autoscaled instance's
+    count as the scaler left it."""
     objects: list[dict[str, Any]] = [service_account(app), *host_access(app, views)]
-    for slot_name, instance, request in _instance_requests(app, views, workers, volume_mode):
+    for slot_name, instance, request in _instance_requests(app, views, workers, volume_mode, live_replicas):
         objects += render_instance(request)
         objects.append(service(app, slot_name, instance))
     return [names.stamp(obj) for obj in objects]

@@ -50,6 +50,9 @@ class InstanceRequest:
     non_http_triggers: bool
     workers: list[WorkerSpec]
     volume_mode: VolumeMode
+    # Autoscaled: the main Deployment's replicas as they are now (the scaler owns them); None for
+    # a Deployment not made yet, which starts at spec.replicas within the bounds.
+    live_replicas: int | None = None
 
 
 def host_json_override(spec: FunctionAppSpec) -> dict[str, Any]:
@@ -223,9 +226,14 @@ def _deployment(request: InstanceRequest, slice_name: str, replicas: int, worker
                 config_hash: str) -> dict[str, Any]:
     name = request.instance if slice_name == names.SLICE_MAIN else f"{request.instance}-{slice_name}"
     selector = names.instance_selector(request.app_name, request.instance) | {names.LABEL_SLICE: slice_name}
+    metadata = _metadata(request, name, {names.LABEL_SLICE: slice_name})
+    if request.spec.autoscaled and slice_name == names.SLICE_MAIN:
+        metadata["annotations"] = {names.ANNOTATION_AUTOSCALED: "true"}
+        if request.live_replicas is not None:
+            replicas = request.live_replicas
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": _metadata(request, name, {names.LABEL_SLICE: slice_name}),
+        "metadata": metadata,
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 3,

@@ -15,6 +15,11 @@ LABEL_SLOT = "funcplane.io/slot"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "funcplane"
 ANNOTATION_APPLIED_HASH = "funcplane.io/applied-hash"
+# On a Deployment whose replicas the scaler owns: its applied hash leaves spec.replicas out, so a
+# scale decision never makes the app reconciler re-apply (or reset) it.
+ANNOTATION_AUTOSCALED = "funcplane.io/autoscaled"
+# Kubernetes' ReplicaSet controller deletes pods with the lowest cost first (best effort).
+ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 ANNOTATION_CONFIG_HASH = "funcplane.io/config-hash"
 FIELD_MANAGER = "funcplane-operator"
 
@@ -91,5 +96,9 @@ def owner_reference(app: dict[str, Any]) -> dict[str, Any]:
 
 def stamp(manifest: dict[str, Any]) -> dict[str, Any]:
     """Record the hash of the desired manifest on it, so an unchanged object is never re-applied."""
-    manifest.setdefault("metadata", {}).setdefault("annotations", {})[ANNOTATION_APPLIED_HASH] = digest(manifest)
+    annotations = manifest.setdefault("metadata", {}).setdefault("annotations", {})
+    hashed = manifest
+    if ANNOTATION_AUTOSCALED in annotations:
+        hashed = {**manifest, "spec": {k: v for k, v in manifest["spec"].items() if k != "replicas"}}
+    annotations[ANNOTATION_APPLIED_HASH] = digest(hashed)
     return manifest

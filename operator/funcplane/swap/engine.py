@@ -202,9 +202,12 @@ class SwapEngine:
 
     async def _observe(self, app: FunctionApp, slots: list[Slot], record: SwapRecord) -> World:
         namespace, app_name = app.metadata["namespace"], app.metadata["name"]
-        world = World(layout=layout_of(app.status), timeout_seconds=float(app.spec.warmup.timeout_seconds),
-                      source_replicas=app.spec.clamped_replicas())
         phase = record.phase
+        source_replicas = app.spec.clamped_replicas()
+        if app.spec.autoscaled and phase in ("ApplyingTargetSettings", "WarmingUp"):
+            source_replicas = await self._match_capacity(namespace, record)
+        world = World(layout=layout_of(app.status), timeout_seconds=float(app.spec.warmup.timeout_seconds),
+                      source_replicas=source_replicas)
         if phase in ("ApplyingTargetSettings", "ApplyingSourceSettings"):
             instance = record.source_instance if phase == "ApplyingTargetSettings" else record.target_instance
             expected = await observe.expected_deployments(self.kube, app, slots, await self.ctx.volume_mode())
@@ -223,6 +226,18 @@ class SwapEngine:
                 world.instance_ips[instance] = frozenset(p["status"]["podIP"] for p in pods
                                                          if p.get("status", {}).get("podIP"))
         return world
+
+    async def _match_capacity(self, namespace: str, record: SwapRecord) -> int:
+        """Autoscaled: the source gets (at least) the replicas the target serves with now, so that
+        the flip does not lower the target slot's capacity; the count the warm-up waits for."""
+        target = await self.kube.get("Deployment", namespace, record.target_instance)
+        source = await self.kube.get("Deployment", namespace, record.source_instance)
+        wanted = max(1, int(((target or {}).get("spec") or {}).get("replicas", 1)))
+        if source is not None and int((source.get("spec") or {}).get("replicas", 1)) < wanted:
+            await self.kube.scale("Deployment", namespace, record.source_instance, wanted)
+            logger.info("swap %s: instance %s scaled to %d, the replicas of %s, before the flip",
+                        record.request_id, record.source_instance, wanted, record.target_instance)
+        return wanted
 
     async def _announce(self, body: dict[str, Any], slot_bodies: list[dict[str, Any]], source: str,
                         notices: list[Notice]) -> None:

@@ -80,7 +80,11 @@ def keys_secret_of(pod: dict[str, Any]) -> str | None:
 
 async def master_key(kube: Kube, namespace: str, secret_name: str) -> str | None:
     """The master key in a slot's keys Secret (keys.json), None if absent or unreadable."""
-    secret = await kube.get("Secret", namespace, secret_name)
+    return master_key_in(await kube.get("Secret", namespace, secret_name))
+
+
+def master_key_in(secret: dict[str, Any] | None) -> str | None:
+    """The master key in a keys Secret's body (as read or watched)."""
     encoded = ((secret or {}).get("data") or {}).get(KEYS_FILE)
     if not encoded:
         return None
@@ -106,6 +110,22 @@ async def warm_up(session: aiohttp.ClientSession, pod: PodWarmup, warmup: Warmup
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
         return pod.model_copy(update={"warm": False, "status": None,
                                       "message": f"GET {url}: {type(error).__name__} {error}"[:MESSAGE_LIMIT]})
+
+
+async def read_concurrency(session: aiohttp.ClientSession, ip: str, key: str | None,
+                           timeout: float) -> dict[str, Any] | None:
+    """The host's `GET /admin/concurrency` at the pod itself, with the master key; None when it
+    does not answer in time or answers anything but a JSON object (the pod then counts as unread)."""
+    url = f"http://{ip}:{HTTP_PORT}/admin/concurrency"
+    headers = {KEY_HEADER: key} if key else {}
+    try:
+        async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            if response.status != 200:
+                return None
+            body = await response.json(content_type=None)
+            return body if isinstance(body, dict) else None
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+        return None
 
 
 async def source_pods(kube: Kube, namespace: str, app: str, instance: str, *, warmup: Warmup | None,
