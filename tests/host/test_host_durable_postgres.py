@@ -14,8 +14,7 @@ import psycopg
 import pytest
 
 from conftest import MASTER_KEY, launch_host
-from durable_support import DURABLE_V2, durable_app, postgres_server, start_orchestration, use_postgres, wait_for
-from test_host_durable_recovery import process_tree
+from durable_support import DURABLE_V2, durable_app, postgres_server, process_tree, start_orchestration, use_postgres, wait_for
 
 LEASE_SECONDS = 3
 

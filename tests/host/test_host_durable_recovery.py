@@ -10,20 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from conftest import launch_host
-from durable_support import DURABLE_V2, durable_app, start_orchestration, status, wait_for
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and all its descendants (from /proc)."""
-    found = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            found.extend(process_tree(int(child)))
-    return found
+from durable_support import DURABLE_V2, durable_app, process_tree, start_orchestration, status, wait_for
 
 
 def completed_tasks(host, instance: str) -> int:

@@ -1,4 +1,5 @@
-"""Operator fixtures: the CRDs installed once per session, and the real operator per test."""
+"""Operator fixtures: the CRDs installed in the cluster of each module (the session's, or a module's own),
+and the real operator per test."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from operator_helpers import REPO, OperatorProcess
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def crds(cluster):
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     for name in ("functionapps", "slots", "workerconfigs"):

@@ -146,3 +146,15 @@ def settle(seconds: float = 4.0) -> None:
     time.sleep(seconds)
 
 
+# Manifests of the slot tests' app and its slots.
+def app(name: str = "shop", plan: str = "premium", **spec: Any) -> dict[str, Any]:
+    body = {"runtime": {"name": "python", "version": "3.12"}, "code": {"image": {"reference": "shop:1"}},
+            "plan": plan, "settings": [{"name": "MODE", "value": "live", "sticky": True},
+                                       {"name": "COLOR", "value": "blue"}]}
+    body.update(spec)
+    return {"apiVersion": "funcplane.io/v1alpha1", "kind": "FunctionApp", "metadata": {"name": name}, "spec": body}
+
+
+def slot(slot_name: str, app_name: str = "shop", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "funcplane.io/v1alpha1", "kind": "Slot", "metadata": {"name": f"{app_name}-{slot_name}"},
+            "spec": {"appRef": app_name, "slotName": slot_name, **spec}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from operator_helpers import OperatorProcess, apply, get, items, wait_app_ready
 from support import eventually
-from test_slots import app, slot
+from operator_helpers import app, slot
 
 APPS = 12
 

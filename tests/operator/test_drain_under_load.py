@@ -9,8 +9,8 @@ from typing import Any
 
 from funcplane_dev.stages import ANNOTATION_READY_AFTER
 from funcplane_dev.traffic import pods_go_away
-from test_swap_cluster import (  # noqa: F401 - fixtures used by name
-    APP, Operator, Shop, crds, manifests, operator, shop,
+from swap_support import (  # noqa: F401 - fixtures used by name
+    APP, Operator, Shop, manifests, operator, shop,
 )
 from support import eventually
 

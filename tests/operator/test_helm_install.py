@@ -23,7 +23,7 @@ from funcplane_dev.binaries import ensure
 from funcplane_dev.cluster import LocalCluster
 from operator_helpers import EXAMPLES, condition, wait_app_ready
 from support import eventually
-from test_runtime_ha import Replica, holder
+from ha_support import Replica, holder
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "funcplane"

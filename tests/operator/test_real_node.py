@@ -28,7 +28,7 @@ from funcplane_dev import realnode
 from funcplane_dev.cluster import LocalCluster
 from funcplane_dev.traffic import SteadyTraffic
 from support import eventually
-from test_swap_cluster import APP, Operator, Shop, crds  # noqa: F401 - crds is a fixture used by name
+from swap_support import APP, Operator, Shop
 
 FUNCTION_APP_PY = '''
 import base64

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from support import eventually
-from test_runtime_ha import Replica, holder
+from ha_support import Replica, holder
 
 STATEFUL_HANDLERS = '''
 import kopf

@@ -25,7 +25,7 @@ from funcplane_dev.stages import ANNOTATION_READY_AFTER
 from funcplane_dev.traffic import SteadyTraffic
 from operator_helpers import resource_versions
 from support import eventually
-from test_swap_cluster import APP, Operator, Shop, crds, shop  # noqa: F401 - fixtures used by name
+from swap_support import APP, Operator, Shop, shop  # noqa: F401 - fixtures used by name
 
 WORK_APP_PY = '''
 import asyncio

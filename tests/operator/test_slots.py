@@ -4,21 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from operator_helpers import apply, condition, get, items, pod_uids, wait_app_ready
+from operator_helpers import apply, app, condition, get, items, pod_uids, slot, wait_app_ready
 from support import eventually
 
-
-def app(name: str = "shop", plan: str = "premium", **spec: Any) -> dict[str, Any]:
-    body = {"runtime": {"name": "python", "version": "3.12"}, "code": {"image": {"reference": "shop:1"}},
-            "plan": plan, "settings": [{"name": "MODE", "value": "live", "sticky": True},
-                                       {"name": "COLOR", "value": "blue"}]}
-    body.update(spec)
-    return {"apiVersion": "funcplane.io/v1alpha1", "kind": "FunctionApp", "metadata": {"name": name}, "spec": body}
-
-
-def slot(slot_name: str, app_name: str = "shop", **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "funcplane.io/v1alpha1", "kind": "Slot", "metadata": {"name": f"{app_name}-{slot_name}"},
-            "spec": {"appRef": app_name, "slotName": slot_name, **spec}}
 
 
 def wait_slot(cluster, namespace, name: str, status: str = "True", reason: str | None = None) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from test_swap_cluster import (  # noqa: F401 - fixtures used by name
-    APP, Invariants, Operator, Shop, crds, manifests, operator, serving, shop,
+from swap_support import (  # noqa: F401 - fixtures used by name
+    APP, Invariants, Operator, Shop, manifests, operator, serving, shop,
 )
 from support import eventually
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from operator_helpers import apply, get, items, pod_uids, wait_app_ready
 from support import eventually
-from test_slots import app
+from operator_helpers import app
 
 
 def workers(python_image: str = "py-worker:1", enabled: bool = True, fraction: float = 1.0) -> dict[str, Any]:

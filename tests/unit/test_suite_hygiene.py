@@ -59,3 +59,15 @@ def test_a_process_of_a_test_cluster_left_running_fails_the_session(pytester: py
         time.sleep(0.1)
     assert not Path(f"/proc/{pid}").exists() or " Z " in Path(f"/proc/{pid}/stat").read_text(), (
         f"pid {pid} still runs after the session stopped it: {Path(f'/proc/{pid}/stat').read_text()}")
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared helpers and fixtures live in conftest.py and *_support.py modules: a test module that imports
+    another one runs that module's fixtures and tests' imports twice and hides where things live."""
+    importing = []
+    for module in sorted(TESTS.rglob("*.py")):
+        for number, line in enumerate(module.read_text().splitlines(), 1):
+            stripped = line.strip()
+            if stripped.startswith(("from test_", "import test_")):
+                importing.append(f"{module.relative_to(TESTS)}:{number}: {stripped}")
+    assert not importing, "move what is shared into a support module or a conftest:\n" + "\n".join(importing)
