@@ -15,6 +15,7 @@ of the host image the time from scheduled to Ready (its conditions, 1 s resoluti
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import sys
@@ -33,7 +34,7 @@ from funcplane_dev.cluster import LocalCluster  # noqa: E402
 from funcplane_dev.endpoints import ServiceEndpoints  # noqa: E402
 from funcplane_dev.podrunner import PodRunner, wait_until_serving  # noqa: E402
 from funcplane_dev.traffic import PROXY_LAG_SECONDS, SteadyTraffic, TrafficReport  # noqa: E402
-from bench_support import operated_cluster  # noqa: E402
+from bench_support import operated_cluster, wait as wait_until  # noqa: E402
 
 APP = "bench"
 FUNCTION_APP_PY = '''
@@ -56,16 +57,8 @@ def slow(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse("done")
 '''
 TIMEOUT = 300.0
+wait = functools.partial(wait_until, timeout=TIMEOUT)
 
-
-def wait(probe: Any, what: str, timeout: float = TIMEOUT, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(interval)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def objects(real: bool, built: list[str]) -> list[dict[str, Any]]:

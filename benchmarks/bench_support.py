@@ -8,12 +8,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from funcplane_dev.cluster import LocalCluster
 
 CRDS = Path(__file__).resolve().parents[1] / "crds"
+
+
+def wait(probe: Callable[[], Any], what: str, timeout: float, interval: float = 0.2) -> Any:
+    """The first truthy value of `probe`; a benchmark that waits longer than `timeout` stops, naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(interval)
+    raise SystemExit(f"timed out waiting for {what}")
 
 
 def create_namespace(cluster: LocalCluster, namespace: str, timeout: float = 120.0) -> None:

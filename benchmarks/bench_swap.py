@@ -12,6 +12,7 @@ same surge settings: the cost of one restart of N pods, which a swap pays twice 
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -25,20 +26,12 @@ sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "dev")]
 
 from funcplane_dev.cluster import LocalCluster  # noqa: E402
 from funcplane_dev.podrunner import PodRunner  # noqa: E402
-from bench_support import operated_cluster  # noqa: E402
+from bench_support import operated_cluster, wait as wait_until  # noqa: E402
 
 REPLICAS = [int(a) for a in sys.argv[1:]] or [1, 5, 20]
 TIMEOUT = 600.0
+wait = functools.partial(wait_until, timeout=TIMEOUT)
 
-
-def wait(probe: Any, what: str, timeout: float = TIMEOUT, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(interval)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def app_objects(replicas: int) -> list[dict[str, Any]]:

@@ -133,16 +133,20 @@ class Dispatcher:
     def _receive(self, message: pb.StreamingMessage) -> None:
         """Each message from the host, in order, on the loop. Invocations and cancels start at
         once unless a control message is still being handled: then they wait behind it."""
-        if not self._control:
-            kind = message.WhichOneof("content")
-            if kind == "invocation_request":
-                self._start_invocation(message.request_id, message.invocation_request)
-                return
-            if kind == "invocation_cancel":
-                self._cancel_invocation(message.invocation_cancel.invocation_id)
-                return
+        if not self._control and self._start_work(message, message.WhichOneof("content")):
+            return
         self._control.append(message)
         self._control_ready.set()
+
+    def _start_work(self, message: pb.StreamingMessage, kind: str | None) -> bool:
+        """Start an invocation or a cancel (neither waits for an answer on the loop); False for the rest."""
+        if kind == "invocation_request":
+            self._start_invocation(message.request_id, message.invocation_request)
+            return True
+        if kind == "invocation_cancel":
+            self._cancel_invocation(message.invocation_cancel.invocation_id)
+            return True
+        return False
 
     async def _serve_control(self) -> None:
         control = self._control
@@ -155,11 +159,7 @@ class Dispatcher:
 
     async def _dispatch(self, message: pb.StreamingMessage) -> None:
         kind = message.WhichOneof("content")
-        if kind == "invocation_request":
-            self._start_invocation(message.request_id, message.invocation_request)
-            return
-        if kind == "invocation_cancel":
-            self._cancel_invocation(message.invocation_cancel.invocation_id)
+        if self._start_work(message, kind):
             return
         handler = self._handlers.get(kind or "")
         if handler is None:
