@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from collections.abc import Callable
@@ -95,3 +96,30 @@ def hello_host_deployment(replicas: int) -> dict:
             },
         },
     }
+
+
+class PeriodicSampler:
+    """Calls `sample()` every `interval` seconds in a thread while a `with` block runs: invariants and
+    time series observed beside a test's actions."""
+
+    interval = 0.2
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from support import eventually
+from support import PeriodicSampler, eventually
 
 
 APP = "shop"
@@ -250,34 +250,21 @@ def serving(shop: Shop, slot: str, expect: dict[str, str] | None = None, timeout
     raise AssertionError(f"hosts of slot {slot} not serving {expect or ''} within {timeout:.0f}s: {last}")
 
 
-class Invariants:
+class Invariants(PeriodicSampler):
     """Samples the app while a test runs: never two slots on one instance, never a Service without
     Ready endpoints."""
 
     def __init__(self, shop: Shop) -> None:
-        import threading
-
+        super().__init__()
         self.shop = shop
         self.violations: list[str] = []
         self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "Invariants":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            pointers = self.shop.pointers()
-            if len(set(pointers.values())) != len(pointers):
-                self.violations.append(f"two slots on one instance: {pointers}")
-            for slot in ("production", "staging"):
-                if not self.shop.endpoint_ips(slot):
-                    self.violations.append(f"Service of slot {slot} has no Ready endpoints")
-            self.samples += 1
-            self._stop.wait(0.2)
+    def sample(self) -> None:
+        pointers = self.shop.pointers()
+        if len(set(pointers.values())) != len(pointers):
+            self.violations.append(f"two slots on one instance: {pointers}")
+        for slot in ("production", "staging"):
+            if not self.shop.endpoint_ips(slot):
+                self.violations.append(f"Service of slot {slot} has no Ready endpoints")
+        self.samples += 1

@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from funcplane_dev.endpoints import ServiceEndpoints
 from funcplane_dev.stages import ANNOTATION_READY_AFTER
 from funcplane_dev.traffic import SteadyTraffic
 from operator_helpers import resource_versions
-from support import eventually
+from support import PeriodicSampler, eventually
 from swap_support import APP, Operator, Shop, shop  # noqa: F401 - fixtures used by name
 
 WORK_APP_PY = '''
@@ -331,26 +331,15 @@ def send_all(connection: str, queue: str, count: int, prefix: str) -> None:
     asyncio.run(send())
 
 
-class ReplicaSampler:
+class ReplicaSampler(PeriodicSampler):
     """The production Deployment's replicas every 0.2 s while a block runs: (monotonic time, replicas)."""
 
     def __init__(self, shop: Shop) -> None:
+        super().__init__()
         self.shop, self.samples = shop, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "ReplicaSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append((time.monotonic(), deployment_replicas(self.shop)))
-            self._stop.wait(0.2)
+    def sample(self) -> None:
+        self.samples.append((time.monotonic(), deployment_replicas(self.shop)))
 
 
 def queue_length(connection: str, queue: str) -> int:
