@@ -24,7 +24,7 @@ from conftest import EXAMPLE_APPS
 from funcplane_protocol import FunctionRpc_pb2 as pb
 from funcplane_protocol.http2 import EVENT_STREAM_PATH, PREFACE
 
-DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY = 0, 1, 3, 4, 7
+DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY, CONTINUATION = 0, 1, 3, 4, 7, 9
 END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
 UNKNOWN_PATH = "/AzureFunctionsRpcMessages.FunctionRpc/NoSuchMethod"
 
@@ -127,12 +127,15 @@ def test_huffman_coded_requests_with_the_dynamic_table(start_host, stand_in_work
     assert EVENT_STREAM_PATH.encode() not in second  # and the new one is Huffman-coded
     client.sock.sendall(frame(DATA, 0, 3, grpc_message(
         pb.StreamingMessage(start_stream=pb.StartStream(worker_id=worker_id)))))
-    client.headers(5, [(":method", "POST"), (":scheme", "http"), (":path", EVENT_STREAM_PATH),
-                       ("content-type", "text/plain")], end_stream=True)
+    wrong = client.encoder.encode([(":method", "POST"), (":scheme", "http"), (":path", EVENT_STREAM_PATH),
+                                   ("content-type", "text/plain")], huffman=True)  # sent in two frames:
+    client.sock.sendall(frame(HEADERS, END_STREAM, 5, wrong[:4]) + frame(CONTINUATION, END_HEADERS, 5, wrong[4:]))
 
     flags, _, refused = client.until(HEADERS, stream=1)  # one block: a trailers-only response
     assert flags & END_STREAM and refused[":status"] == "200", refused
     assert refused["grpc-status"] == "12" and "NoSuchMethod" in refused["grpc-message"], refused
+    _, _, reset = client.until(RST_STREAM, stream=1)  # the client was still sending: told to stop
+    assert int.from_bytes(reset, "big") == 0  # NO_ERROR: the response is complete
 
     _, _, response = client.until(HEADERS, stream=3)
     assert response[":status"] == "200" and response["content-type"].startswith("application/grpc")
