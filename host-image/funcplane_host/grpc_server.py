@@ -4,7 +4,10 @@ channel by the worker id in the StartStream message.
 The server end of funcplane_protocol.http2: gRPC over HTTP/2 handled on the event loop, so a
 message from a worker reaches its channel within `data_received` and an InvocationRequest is
 written without leaving the loop (grpc.aio cost two thread hand-offs per message). Any gRPC
-client connects as to a grpcio server; the one method served is EventStream.
+client connects as to a grpcio server. Request headers are read as a gRPC server reads them: a
+POST with content-type application/grpc[+proto] (else HTTP 415), to the one method served,
+EventStream; any other method gets a trailers-only UNIMPLEMENTED, and the connection's other
+streams go on.
 """
 
 from __future__ import annotations
@@ -14,15 +17,15 @@ import logging
 from typing import Any
 
 from funcplane_protocol.http2 import (
-    END_HEADERS, END_STREAM, EVENT_STREAM_PATH, GOAWAY, HEADERS, NO_ERROR, PREFACE, CallEnded, GrpcConnection,
-    HUFFMAN_CODED, GrpcStream, HeaderDecoder, encode_headers, frame, trailers,
+    END_STREAM, EVENT_STREAM_PATH, GOAWAY, NO_ERROR, PREFACE, RST_STREAM, CallEnded, GrpcConnection, GrpcStream,
+    frame, trailers,
 )
 from funcplane_host.workers.channel import WorkerChannel
 
 logger = logging.getLogger("funcplane.host.grpc")
 
-_RESPONSE_HEADERS = encode_headers([(":status", "200"), ("content-type", "application/grpc")])
-NOT_FOUND, FAILED_PRECONDITION, UNIMPLEMENTED, ALREADY_EXISTS = 5, 9, 12, 6
+_RESPONSE_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
+NOT_FOUND, FAILED_PRECONDITION, UNIMPLEMENTED, ALREADY_EXISTS, INTERNAL = 5, 9, 12, 6, 13
 
 
 class EventStreamServerConnection(GrpcConnection):
@@ -33,8 +36,6 @@ class EventStreamServerConnection(GrpcConnection):
         self._server = server
         self._preface = bytearray()
         self._preface_done = False
-        self._decoder = HeaderDecoder()
-        self._last_stream = 0
 
     def _start(self) -> None:
         self._server.connections.add(self)
@@ -59,28 +60,43 @@ class EventStreamServerConnection(GrpcConnection):
                 return
         super().data_received(data)
 
-    def _on_headers(self, stream_id: int, block: bytes, end_stream: bool) -> None:
-        try:
-            path = dict(self._decoder.decode(block)).get(":path", EVENT_STREAM_PATH)
-        except (ValueError, IndexError):  # a header coding this decoder does not read
-            path = EVENT_STREAM_PATH
-        if path == HUFFMAN_CODED:  # cannot tell: take it for the one method served
-            path = EVENT_STREAM_PATH
+    def _on_headers(self, stream_id: int, fields: list[tuple[str, str]], end_stream: bool) -> None:
         stream = self.streams.get(stream_id)
         if stream is not None:  # trailers from a client: the end of its side
             if end_stream:
                 self._remote_closed(stream)
             return
-        if stream_id % 2 == 0 or stream_id <= self._last_stream:
+        if stream_id % 2 == 0 or stream_id <= self.last_peer_stream:
             return  # not a new client stream; nothing of ours to answer
-        self._last_stream = stream_id
+        self.last_peer_stream = stream_id
+        headers = dict(fields)
+        method, path = headers.get(":method", ""), headers.get(":path", "")
+        content_type = headers.get("content-type", "")
+        if method != "POST":
+            self._refuse(stream_id, end_stream, [(":status", "405"), ("allow", "POST")],
+                         f"gRPC calls are POST requests, not {method or 'a request without :method'}")
+        elif not content_type.startswith("application/grpc"):
+            self._refuse(stream_id, end_stream, [(":status", "415")],
+                         f"content-type {content_type or '(none)'} is not application/grpc")
+        elif path != EVENT_STREAM_PATH:
+            self._refuse(stream_id, end_stream, _RESPONSE_HEADERS, f"method {path or '(no :path)'} is not "
+                         f"served here; only {EVENT_STREAM_PATH}", UNIMPLEMENTED)
+        else:
+            self._event_stream(stream_id, end_stream)
+
+    def _refuse(self, stream_id: int, end_stream: bool, response: list[tuple[str, str]], message: str,
+                status: int = INTERNAL) -> None:
+        """Answer a call that is not taken up with one header block (gRPC's trailers-only response),
+        and stop the client's side if it is still sending; the connection's other calls go on."""
+        self.write(self.header_frame(stream_id, END_STREAM, response + trailers(status, message)))
+        if not end_stream:
+            self.write(frame(RST_STREAM, 0, stream_id, NO_ERROR.to_bytes(4, "big")))
+
+    def _event_stream(self, stream_id: int, end_stream: bool) -> None:
         stream = GrpcStream(self, stream_id, None)
         stream.closing = lambda: True  # the final frame (trailers) is set when the call ends
         self.streams[stream_id] = stream
-        self.write(frame(HEADERS, END_HEADERS, stream_id, _RESPONSE_HEADERS))
-        if path != EVENT_STREAM_PATH:
-            finish(stream, UNIMPLEMENTED, f"method {path} is not served here; only {EVENT_STREAM_PATH}")
-            return
+        self.write(self.header_frame(stream_id, 0, _RESPONSE_HEADERS))
         stream.on_message = lambda message: self._first_message(stream, message)
         if end_stream:
             self._remote_closed(stream)
@@ -108,14 +124,16 @@ class EventStreamServerConnection(GrpcConnection):
         stream.end(None)  # trailers are out: the call is over for both sides
 
     def goaway(self) -> None:
-        self.write(frame(GOAWAY, 0, 0, self._last_stream.to_bytes(4, "big") + NO_ERROR.to_bytes(4, "big")))
+        self.write(frame(GOAWAY, 0, 0, self.last_peer_stream.to_bytes(4, "big") + NO_ERROR.to_bytes(4, "big")))
 
 
 def finish(stream: GrpcStream, status: int, message: str = "") -> None:
     """End the call with trailers carrying `status`, once what is queued for it is written."""
     if stream.final_frame is None:
-        stream.final_frame = frame(HEADERS, END_HEADERS | END_STREAM, stream.stream_id, trailers(status, message))
-        stream.connection.schedule_flush()
+        fields = trailers(status, message)
+        connection = stream.connection
+        stream.final_frame = lambda: connection.header_frame(stream.stream_id, END_STREAM, fields)
+        connection.schedule_flush()
 
 
 class GrpcServer:

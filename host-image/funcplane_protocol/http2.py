@@ -11,11 +11,11 @@ peers (Azure's own Python worker, the test peers) see an ordinary peer.
 message reassembly per stream. The client end (the worker) is funcplane_pyworker/wire.py; the
 server end (the host) is funcplane_host/grpc_server.py.
 
-Of HPACK (RFC 7541) only what is needed is here: header blocks are sent as literals without
-Huffman coding (always valid), and a decoder for what a gRPC server sends a client (the status
-in its trailers); Huffman-coded strings are left undecoded (grpc servers use them only for
-binary `-bin` values). The server end does not need to read request headers at all: the only
-method served is EventStream.
+Header blocks are HPACK (RFC 7541) through the `hpack` package, complete with Huffman coding,
+the dynamic table and its size updates, as grpc-java, grpc-js and grpc-dotnet peers use them. A
+connection has one encoder and one decoder: every block is decoded in arrival order, including
+blocks of streams nobody reads, and every block is encoded when it is written, so both tables stay
+in step with the peer's. A block that does not decode is a connection error (COMPRESSION_ERROR).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, unquote
 
+import hpack
+
 from funcplane_protocol import FunctionRpc_pb2 as pb
 
 logger = logging.getLogger("funcplane.http2")
@@ -38,7 +40,8 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 SETTINGS_HEADER_TABLE_SIZE, SETTINGS_ENABLE_PUSH, SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 1, 2, 4, 5
-NO_ERROR, PROTOCOL_ERROR, CANCEL = 0x0, 0x1, 0x8
+SETTINGS_MAX_HEADER_LIST_SIZE = 6
+NO_ERROR, PROTOCOL_ERROR, CANCEL, COMPRESSION_ERROR = 0x0, 0x1, 0x8, 0x9
 
 DEFAULT_WINDOW = 65_535
 MAX_WINDOW = 2**31 - 1
@@ -56,6 +59,14 @@ GRPC_STATUS_NAMES = {
 class CallEnded(ConnectionError):
     """A call is over with an error: reset, refused, lost connection or a non-OK gRPC status."""
 
+    http2_error: int | None = None  # set: the connection is closed with a GOAWAY carrying this code
+
+
+class CompressionError(CallEnded):
+    """A header block did not decode: the HPACK state shared with the peer is lost."""
+
+    http2_error = COMPRESSION_ERROR
+
 
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream.to_bytes(4, "big") + payload
@@ -67,119 +78,38 @@ def settings_frame(values: dict[int, int]) -> bytes:
 
 # ---- HPACK ------------------------------------------------------------------------------------
 
-_STATIC_TABLE: tuple[tuple[str, str], ...] = (
-    ("", ""),  # index 0 is unused
-    (":authority", ""), (":method", "GET"), (":method", "POST"), (":path", "/"), (":path", "/index.html"),
-    (":scheme", "http"), (":scheme", "https"), (":status", "200"), (":status", "204"), (":status", "206"),
-    (":status", "304"), (":status", "400"), (":status", "404"), (":status", "500"), ("accept-charset", ""),
-    ("accept-encoding", "gzip, deflate"), ("accept-language", ""), ("accept-ranges", ""), ("accept", ""),
-    ("access-control-allow-origin", ""), ("age", ""), ("allow", ""), ("authorization", ""),
-    ("cache-control", ""), ("content-disposition", ""), ("content-encoding", ""), ("content-language", ""),
-    ("content-length", ""), ("content-location", ""), ("content-range", ""), ("content-type", ""),
-    ("cookie", ""), ("date", ""), ("etag", ""), ("expect", ""), ("expires", ""), ("from", ""), ("host", ""),
-    ("if-match", ""), ("if-modified-since", ""), ("if-none-match", ""), ("if-range", ""),
-    ("if-unmodified-since", ""), ("last-modified", ""), ("link", ""), ("location", ""), ("max-forwards", ""),
-    ("proxy-authenticate", ""), ("proxy-authorization", ""), ("range", ""), ("referer", ""), ("refresh", ""),
-    ("retry-after", ""), ("server", ""), ("set-cookie", ""), ("strict-transport-security", ""),
-    ("transfer-encoding", ""), ("user-agent", ""), ("vary", ""), ("via", ""), ("www-authenticate", ""),
-)
-HUFFMAN_CODED = "<huffman-coded>"  # the value of a string this decoder does not expand
+# What the peer may make our decoder hold: its dynamic table (the RFC default size) and one header list.
+HEADER_TABLE_SIZE = 4096
+MAX_HEADER_LIST_SIZE = 1 << 16
+MAX_HEADER_BLOCK = 1 << 20  # compressed, over HEADERS and its CONTINUATION frames
 
 
-def _hpack_integer(value: int, prefix_bits: int) -> bytes:
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((value,))
-    out = bytearray((limit,))
-    value -= limit
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+class HeaderCodec:
+    """One connection's HPACK state: an encoder for the blocks it sends, a decoder for those it
+    receives. Blocks must be encoded in the order they are written and decoded in the order they
+    arrive, every one of them, or the dynamic tables drift from the peer's."""
 
+    def __init__(self, huffman: bool = True) -> None:
+        self.huffman = huffman
+        self._encoder = hpack.Encoder()
+        self._decoder = hpack.Decoder(max_header_list_size=MAX_HEADER_LIST_SIZE)
+        self._decoder.max_allowed_table_size = HEADER_TABLE_SIZE  # what our SETTINGS announce
 
-def encode_headers(headers: list[tuple[str, str]]) -> bytes:
-    """Each header as a literal without indexing and without Huffman coding: simple and valid."""
-    block = bytearray()
-    for name, value in headers:
-        raw_name, raw_value = name.encode("ascii"), value.encode("ascii")
-        block += b"\x00" + _hpack_integer(len(raw_name), 7) + raw_name
-        block += _hpack_integer(len(raw_value), 7) + raw_value
-    return bytes(block)
-
-
-class HeaderDecoder:
-    """HPACK decoding with a dynamic table, for the header blocks of one connection."""
-
-    def __init__(self) -> None:
-        self._table: collections.deque[tuple[str, str]] = collections.deque()
-        self._size = 0
-        self._max_size = 4096
-
-    def _entry(self, index: int) -> tuple[str, str]:
-        if 0 < index < len(_STATIC_TABLE):
-            return _STATIC_TABLE[index]
-        position = index - len(_STATIC_TABLE)
-        if 0 <= position < len(self._table):
-            return self._table[position]
-        raise ValueError(f"HPACK index {index} is not in the table")
-
-    def _evict(self) -> None:
-        while self._size > self._max_size and self._table:
-            name, value = self._table.pop()
-            self._size -= len(name) + len(value) + 32
-
-    @staticmethod
-    def _integer(block: bytes, position: int, prefix_bits: int) -> tuple[int, int]:
-        limit = (1 << prefix_bits) - 1
-        value = block[position] & limit
-        position += 1
-        if value < limit:
-            return value, position
-        shift = 0
-        while True:
-            byte = block[position]
-            position += 1
-            value += (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value, position
-
-    def _string(self, block: bytes, position: int) -> tuple[str, int]:
-        huffman = block[position] & 0x80
-        length, position = self._integer(block, position, 7)
-        raw = block[position:position + length]
-        if len(raw) != length:
-            raise ValueError("HPACK string runs past the end of the header block")
-        return (HUFFMAN_CODED if huffman else raw.decode("latin-1")), position + length
+    def encode(self, headers: list[tuple[str, str]]) -> bytes:
+        return self._encoder.encode(headers, huffman=self.huffman)
 
     def decode(self, block: bytes) -> list[tuple[str, str]]:
-        headers: list[tuple[str, str]] = []
-        position = 0
-        while position < len(block):
-            byte = block[position]
-            if byte & 0x80:  # indexed field
-                index, position = self._integer(block, position, 7)
-                headers.append(self._entry(index))
-                continue
-            if byte & 0xE0 == 0x20:  # dynamic table size update
-                self._max_size, position = self._integer(block, position, 5)
-                self._evict()
-                continue
-            indexing = bool(byte & 0x40)
-            index, position = self._integer(block, position, 6 if indexing else 4)
-            if index:
-                name = self._entry(index)[0]
-            else:
-                name, position = self._string(block, position)
-            value, position = self._string(block, position)
-            if indexing:
-                self._table.appendleft((name, value))
-                self._size += len(name) + len(value) + 32
-                self._evict()
-            headers.append((name, value))
-        return headers
+        """The fields of `block`; CompressionError if it does not decode."""
+        try:
+            decoded = self._decoder.decode(block, raw=True)  # raw: values are bytes on the wire
+        except (hpack.HPACKError, ValueError, IndexError) as error:
+            raise CompressionError(f"a header block did not decode: {error}") from error
+        # latin-1 maps each byte to one character, so no value is refused for its bytes.
+        return [(bytes(name).decode("latin-1"), bytes(value).decode("latin-1")) for name, value in decoded]
+
+    def peer_table_size(self, size: int) -> None:
+        """The peer's SETTINGS_HEADER_TABLE_SIZE: the next block we send starts with a size update."""
+        self._encoder.header_table_size = size
 
 
 def grpc_message_text(text: str) -> str:
@@ -187,13 +117,13 @@ def grpc_message_text(text: str) -> str:
     return unquote(text) if "%" in text else text
 
 
-def trailers(status: int, message: str = "") -> bytes:
-    """The trailers ending a call; the message is cut so that they fit one frame."""
+def trailers(status: int, message: str = "") -> list[tuple[str, str]]:
+    """The fields ending a call; the message is cut so that the block fits one frame."""
     fields = [("grpc-status", str(status))]
     message = message[:2000]
     if message:
         fields.append(("grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")))
-    return encode_headers(fields)
+    return fields
 
 
 # ---- streams and the connection -----------------------------------------------------------------
@@ -214,7 +144,9 @@ class GrpcStream:
         self.inbound = bytearray()  # bytes of an incomplete message
         self.unacknowledged = 0  # received bytes not yet returned as window credit
         self.closing: Callable[[], bool] = lambda: False  # True once nothing more will be taken
-        self.final_frame: bytes | None = None  # END_STREAM DATA (client) or trailers (server)
+        # Makes the last frame, END_STREAM DATA (client) or trailers (server), when it is written:
+        # a header block must be encoded in the order the blocks go out.
+        self.final_frame: Callable[[], bytes] | None = None
         self.local_closed = False
         self.remote_closed = False
         self.ended = False
@@ -254,6 +186,8 @@ class GrpcConnection(asyncio.Protocol):
         self._header_block: bytearray | None = None  # HEADERS waiting for its CONTINUATION frames
         self._header_stream = 0
         self._header_end_stream = False
+        self.headers = HeaderCodec()
+        self.last_peer_stream = 0  # the highest stream id the peer opened and we took up
         self._unacknowledged = 0  # received bytes not yet returned as connection window credit
         self._connection_window = DEFAULT_WINDOW
         self._max_frame = 16_384
@@ -274,8 +208,9 @@ class GrpcConnection(asyncio.Protocol):
         raise NotImplementedError
 
     def _local_settings(self) -> bytes:
-        return settings_frame({SETTINGS_HEADER_TABLE_SIZE: 0, SETTINGS_ENABLE_PUSH: 0,
-                               SETTINGS_INITIAL_WINDOW_SIZE: MAX_WINDOW, SETTINGS_MAX_FRAME_SIZE: RECEIVE_FRAME_SIZE}) \
+        return settings_frame({SETTINGS_HEADER_TABLE_SIZE: HEADER_TABLE_SIZE, SETTINGS_ENABLE_PUSH: 0,
+                               SETTINGS_INITIAL_WINDOW_SIZE: MAX_WINDOW, SETTINGS_MAX_FRAME_SIZE: RECEIVE_FRAME_SIZE,
+                               SETTINGS_MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE}) \
             + frame(WINDOW_UPDATE, 0, 0, (MAX_WINDOW - DEFAULT_WINDOW).to_bytes(4, "big"))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -295,6 +230,8 @@ class GrpcConnection(asyncio.Protocol):
         try:
             self._receive(data)
         except CallEnded as error:
+            if error.http2_error is not None:
+                logger.warning("HTTP/2 connection closed: %s", error)
             self.abort(error)
         except Exception as error:  # a malformed frame or message, or a failing handler of one
             logger.exception("HTTP/2 connection aborted")
@@ -392,6 +329,8 @@ class GrpcConnection(asyncio.Protocol):
             if self._header_block is None:
                 raise CallEnded("CONTINUATION arrived without HEADERS")
             self._header_block += payload
+            if len(self._header_block) > MAX_HEADER_BLOCK:
+                raise CallEnded(f"a header block grew past {MAX_HEADER_BLOCK} bytes")
             if flags & END_HEADERS:
                 self._headers_done()
         elif kind == SETTINGS:
@@ -420,10 +359,23 @@ class GrpcConnection(asyncio.Protocol):
 
     def _headers_done(self) -> None:
         block, self._header_block = bytes(self._header_block or b""), None
-        self._on_headers(self._header_stream, block, self._header_end_stream)
+        headers = self.headers.decode(block)  # whichever stream it is for: the table is the connection's
+        self._on_headers(self._header_stream, headers, self._header_end_stream)
 
-    def _on_headers(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+    def _on_headers(self, stream_id: int, headers: list[tuple[str, str]], end_stream: bool) -> None:
         raise NotImplementedError
+
+    def header_frame(self, stream_id: int, flags: int, headers: list[tuple[str, str]]) -> bytes:
+        """A HEADERS frame carrying `headers`, encoded against this connection's table: call it only
+        when the frame is written at once, behind every block encoded before it."""
+        block = self.headers.encode(headers)
+        if len(block) <= self._max_frame:
+            return frame(HEADERS, flags | END_HEADERS, stream_id, block)
+        pieces = [block[offset:offset + self._max_frame] for offset in range(0, len(block), self._max_frame)]
+        frames = [frame(HEADERS, flags, stream_id, pieces[0])]
+        frames += [frame(CONTINUATION, 0, stream_id, piece) for piece in pieces[1:-1]]
+        frames.append(frame(CONTINUATION, END_HEADERS, stream_id, pieces[-1]))
+        return b"".join(frames)
 
     def _goaway(self, last_stream: int, code: int, detail: str) -> None:
         error = CallEnded(f"the peer closed the connection (HTTP/2 error code {code}{': ' + detail if detail else ''})")
@@ -441,6 +393,8 @@ class GrpcConnection(asyncio.Protocol):
                 self.peer_initial_window = value
             elif key == SETTINGS_MAX_FRAME_SIZE:
                 self._max_frame = value
+            elif key == SETTINGS_HEADER_TABLE_SIZE:
+                self.headers.peer_table_size(value)
         self.write(frame(SETTINGS, ACK, 0))
         self.flush()
 
@@ -489,7 +443,7 @@ class GrpcConnection(asyncio.Protocol):
             stream.send_window -= size
             stream.pending = pending[size:] if size < len(pending) else None
         if stream.pending is None and stream.final_frame is not None and stream.closing() and not self._paused:
-            out.append(stream.final_frame)
+            out.append(stream.final_frame())
             stream.local_closed = True
             self._local_closed(stream)
 
@@ -497,6 +451,9 @@ class GrpcConnection(asyncio.Protocol):
         """Our side of `stream` is done (its final frame is written)."""
 
     def abort(self, error: CallEnded) -> None:
+        if error.http2_error is not None and not self.closed:
+            self.write(frame(GOAWAY, 0, 0, self.last_peer_stream.to_bytes(4, "big")
+                             + error.http2_error.to_bytes(4, "big") + str(error).encode()[:512]))
         for stream in list(self.streams.values()):
             stream.end(error)
         self.closed = True

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from funcplane_protocol.http2 import (
-    DATA, END_HEADERS, END_STREAM, EVENT_STREAM_PATH, GRPC_STATUS_NAMES, HEADERS, PREFACE, RST_STREAM, CANCEL,
-    CallEnded, GrpcConnection, GrpcStream, HeaderDecoder, encode_headers, frame, grpc_message_text,
+    DATA, END_STREAM, EVENT_STREAM_PATH, GRPC_STATUS_NAMES, PREFACE, RST_STREAM, CANCEL,
+    CallEnded, GrpcConnection, GrpcStream, frame, grpc_message_text,
 )
 
 STREAM_ID = 1
@@ -36,25 +36,24 @@ class EventStreamConnection(GrpcConnection):
         super().__init__(max_receive_length)
         self._authority = authority
         self.finished: asyncio.Future[None] = self.loop.create_future()
-        self._decoder = HeaderDecoder()
         self._headers_seen = False
         stream = self.stream = GrpcStream(self, STREAM_ID, take)
         stream.on_message = on_message
         stream.on_end = self._end
         stream.closing = writes_closed
-        stream.final_frame = frame(DATA, END_STREAM, STREAM_ID)  # the worker's half of the call is done
+        stream.final_frame = lambda: frame(DATA, END_STREAM, STREAM_ID)  # the worker's half of the call is done
         self.streams[STREAM_ID] = stream
 
     def _start(self) -> None:
-        headers = encode_headers([
+        headers = self.header_frame(STREAM_ID, 0, [
             (":method", "POST"), (":scheme", "http"), (":path", EVENT_STREAM_PATH), (":authority", self._authority),
             ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "funcplane-pyworker"),
         ])
-        self.write(PREFACE + self._local_settings() + frame(HEADERS, END_HEADERS, STREAM_ID, headers))
+        self.write(PREFACE + self._local_settings() + headers)
         self.flush()
 
-    def _on_headers(self, stream_id: int, block: bytes, end_stream: bool) -> None:
-        headers = dict(self._decoder.decode(block))  # decoded whatever the stream: the table is shared
+    def _on_headers(self, stream_id: int, fields: list[tuple[str, str]], end_stream: bool) -> None:
+        headers = dict(fields)
         if stream_id != STREAM_ID:
             return
         if not self._headers_seen:

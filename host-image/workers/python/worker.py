@@ -40,7 +40,7 @@ def _locate_worker() -> None:
     except ImportError as error:
         sys.exit(
             f"funcplane python worker: cannot start with {sys.executable}: {error}. "
-            "Install the worker's dependencies (protobuf, azure-functions) into that "
+            "Install the worker's dependencies (protobuf, hpack, azure-functions) into that "
             "interpreter or point the worker's executable at one that has them."
         )
 
