@@ -206,11 +206,15 @@ class WorkerSlot:
 
     async def _race(self, exit_wait: asyncio.Task[int], work: Any, timeout: float, what: str) -> None:
         work_task = asyncio.ensure_future(work)
-        done, _ = await asyncio.wait({exit_wait, work_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if work_task in done:
-            work_task.result()
-            return
-        work_task.cancel()
+        try:
+            done, _ = await asyncio.wait({exit_wait, work_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if work_task in done:
+                work_task.result()
+                return
+        finally:
+            # Also when the slot itself is cancelled (the host stops): a start-up left running would
+            # fail later with nobody to read its error.
+            work_task.cancel()
         if exit_wait in done:
             raise WorkerStartError(f"{self.process.exit_summary()} during {what}")  # type: ignore[union-attr]
         raise WorkerStartError(
