@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The stamp is keyed by pyproject.toml's content, so a dependency change reinstalls.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: venv binaries postgresql image-tools real-node-tools images azurite test demo cluster-up cluster-down bench crds clean
+.PHONY: venv binaries postgresql image-tools real-node-tools images azurite test demo demo-real cluster-up cluster-down bench crds clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ test: binaries postgresql image-tools real-node-tools azurite
 
 demo: binaries
 	$(BIN)/funcplane demo
+
+# The same demo on a real node (root): the app in containers of the host image, traffic through ClusterIPs.
+demo-real: real-node-tools image-tools
+	$(BIN)/funcplane demo --real-nodes 1
 
 cluster-up: binaries
 	$(BIN)/funcplane dev cluster up

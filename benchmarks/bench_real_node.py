@@ -61,7 +61,7 @@ wait = functools.partial(wait_until, timeout=TIMEOUT)
 
 
 
-def objects(real: bool, built: list[str]) -> list[dict[str, Any]]:
+def objects(real: bool) -> list[dict[str, Any]]:
     def code(name: str, version: str) -> dict[str, Any]:
         return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
                 "data": {"host.json": json.dumps({"version": "2.0"}),
@@ -74,13 +74,8 @@ def objects(real: bool, built: list[str]) -> list[dict[str, Any]]:
         "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}}}
     result = [code("code-v1", "v1"), code("code-v2", "v2")]
     if real:
-        spec |= {"image": next(r for r in built if "/host:" in r), "imagePullPolicy": "Never",
-                 "nodeSelector": {realnode.NODE_LABEL[0]: realnode.NODE_LABEL[1]},
-                 "tolerations": [{"key": realnode.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]}
-        result.append({"apiVersion": "funcplane.io/v1alpha1", "kind": "WorkerConfig", "metadata": {"name": "workers"},
-                       "spec": {"workers": [{"name": "python", "language": "python", "source": {"image": {
-                           "reference": next(r for r in built if "/workers/python:" in r),
-                           "path": realnode.COPY_FILES_DIR, "pullPolicy": "Never"}}}]}})
+        spec |= realnode.app_on_real_nodes()
+        result.append(realnode.copy_worker_config())
     result += [{"apiVersion": "funcplane.io/v1alpha1", "kind": "FunctionApp", "metadata": {"name": APP}, "spec": spec},
                {"apiVersion": "funcplane.io/v1alpha1", "kind": "Slot", "metadata": {"name": f"{APP}-staging"},
                 "spec": {"appRef": APP, "slotName": "staging", "code": {"configMap": {"name": "code-v2"}},
@@ -140,10 +135,10 @@ def under_load(client: Any, action: Any) -> tuple[Any, TrafficReport]:
     return result, report
 
 
-def measure(cluster: LocalCluster, namespace: str, real: bool, built: list[str]) -> dict[str, Any]:
+def measure(cluster: LocalCluster, namespace: str, real: bool) -> dict[str, Any]:
     row: dict[str, Any] = {}
     started = time.monotonic()
-    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump_all(objects(real, built)))
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump_all(objects(real)))
     wait(lambda: app_ready(cluster, namespace), "app and slot Ready")
     row["apply to Ready s"] = time.monotonic() - started
     instance = production_instance(cluster, namespace)
@@ -212,11 +207,10 @@ def main() -> None:
     with operated_cluster("bench-real-node", namespaces, "bench-real-operator", real_nodes=1) as (cluster, workdir):
         up = time.monotonic() - started
         print(f"cluster up in {up:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in cluster.timings.items()), flush=True)
-        built = realnode.node_image_references()
         with PodRunner(cluster, namespaces[0], workdir / namespaces[0]):
-            simulated = measure(cluster, namespaces[0], False, built)
+            simulated = measure(cluster, namespaces[0], False)
         print(f"simulated: {simulated}", flush=True)
-        real = measure(cluster, namespaces[1], True, built)
+        real = measure(cluster, namespaces[1], True)
         print(f"real: {real}", flush=True)
     print(f"\n{'':>32} {'simulated':>10} {'real node':>10} {'real/sim':>9}")
     for key in simulated:

@@ -174,6 +174,24 @@ def node_image_references() -> list[str]:
             *(copy_reference(images.IMAGES[name].reference()) for name in FILES_ONLY_IMAGES)]
 
 
+# ---- apps on real nodes -----------------------------------------------------------------------------
+def app_on_real_nodes() -> dict[str, object]:
+    """FunctionApp spec fields that run its pods on the real nodes: the host image the nodes hold
+    (never pulled: no registry is reachable here), and the label and taint only real nodes carry."""
+    return {"image": images.IMAGES["host"].reference(), "imagePullPolicy": "Never",
+            "nodeSelector": {NODE_LABEL[0]: NODE_LABEL[1]},
+            "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]}
+
+
+def copy_worker_config(name: str = "workers") -> dict[str, object]:
+    """A WorkerConfig naming the Python worker's copyable variant (its files under /files), for the
+    copying init container that operators of a cluster with real nodes render."""
+    reference = copy_reference(images.IMAGES["python-worker"].reference())
+    return {"apiVersion": "funcplane.io/v1alpha1", "kind": "WorkerConfig", "metadata": {"name": name},
+            "spec": {"workers": [{"name": "python", "language": "python", "source": {"image": {
+                "reference": reference, "path": COPY_FILES_DIR, "pullPolicy": "Never"}}}]}}
+
+
 def _archive(references: list[str]) -> Path:
     """One docker archive of all the images, cached by their ids: layers they share (the host
     image's, under every copyable variant) are stored, and imported, once."""

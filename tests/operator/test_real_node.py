@@ -55,8 +55,6 @@ def slow(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse("done")
 '''
 REAL_NODE = f"{realnode.NODE_PREFIX}0"
-ON_REAL_NODES = {"nodeSelector": {realnode.NODE_LABEL[0]: realnode.NODE_LABEL[1]},
-                 "tolerations": [{"key": realnode.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]}
 
 
 # ---- the machine before and after ---------------------------------------------------------------
@@ -119,26 +117,22 @@ def shop(cluster: LocalCluster, namespace: str) -> Shop:
     return Shop(cluster, namespace)
 
 
-def manifests(built: list[str], replicas: int = 2) -> list[dict[str, Any]]:
+def manifests(replicas: int = 2) -> list[dict[str, Any]]:
     """The app on the real node: production v1, staging v2, the worker from its (copyable) image."""
-    worker_image = next(r for r in built if "/workers/python:" in r)
-
     def code(name: str, version: str) -> dict[str, Any]:
         return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
                 "data": {"host.json": json.dumps({"version": "2.0"}),
                          "function_app.py": FUNCTION_APP_PY + f"\nVERSION = {version!r}\n"}}
 
-    workers = {"apiVersion": "funcplane.io/v1alpha1", "kind": "WorkerConfig", "metadata": {"name": "workers"},
-               "spec": {"workers": [{"name": "python", "language": "python", "source": {"image": {
-                   "reference": worker_image, "path": realnode.COPY_FILES_DIR, "pullPolicy": "Never"}}}]}}
+    workers = realnode.copy_worker_config()
     app = {"apiVersion": "funcplane.io/v1alpha1", "kind": "FunctionApp", "metadata": {"name": APP},
-           "spec": {"image": next(r for r in built if "/host:" in r), "imagePullPolicy": "Never",
-                    "runtime": {"name": "python"}, "code": {"configMap": {"name": "shop-code-v1"}},
+           "spec": {"runtime": {"name": "python"}, "code": {"configMap": {"name": "shop-code-v1"}},
                     "plan": "premium", "replicas": replicas, "scale": {"maxReplicas": 10},
                     "settings": [{"name": "GREETING", "value": "hello v1"},
                                  {"name": "ENVIRONMENT", "value": "production", "sticky": True}],
                     "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
-                    "warmup": {"timeoutSeconds": 120}, "functionTimeoutSeconds": 30, **ON_REAL_NODES}}
+                    "warmup": {"timeoutSeconds": 120}, "functionTimeoutSeconds": 30,
+                    **realnode.app_on_real_nodes()}}
     slot = {"apiVersion": "funcplane.io/v1alpha1", "kind": "Slot", "metadata": {"name": f"{APP}-staging"},
             "spec": {"appRef": APP, "slotName": "staging", "code": {"configMap": {"name": "shop-code-v2"}},
                      "settings": [{"name": "GREETING", "value": "hello v2"},
@@ -169,9 +163,8 @@ def running_on_real_node(shop: Shop, instance: str) -> list[dict[str, Any]]:
 
 def test_app_with_a_staging_slot_serves_swaps_and_scales_in_through_its_vip(
         cluster: LocalCluster, shop: Shop, operator: Operator) -> None:
-    built = realnode.node_image_references()
     started = time.monotonic()
-    shop.apply(manifests(built))
+    shop.apply(manifests())
     eventually(shop.ready, timeout=240, interval=0.5, what="app and staging slot Ready on the real node")
     print(f"app and slot Ready (4 host pods) {time.monotonic() - started:.1f}s after apply")
     before = shop.pointers()
@@ -246,8 +239,7 @@ def _master_key(cluster: LocalCluster, namespace: str, slot: str) -> str:
 
 def test_an_app_naming_a_missing_secret_is_not_ready_and_says_why(cluster: LocalCluster, shop: Shop,
                                                                     operator: Operator) -> None:
-    built = realnode.node_image_references()
-    code, _, workers, app, _ = manifests(built, replicas=1)
+    code, _, workers, app, _ = manifests(replicas=1)
     app["spec"]["settings"].append({"name": "DATABASE_URL",
                                     "valueFrom": {"secretKeyRef": {"name": "db-credentials", "key": "url"}}})
     shop.apply([code, workers, app])

@@ -66,3 +66,25 @@ def test_down_of_a_cluster_that_never_took_the_lease_touches_nothing(tmp_path: P
     cluster = type("Cluster", (), {"directory": tmp_path, "real_nodes": 1, "pod_cidr": "10.213.0.0/20"})()
     realnode.teardown(cluster)  # type: ignore[arg-type]
     assert calls == []  # no kube-proxy --cleanup, no iptables: another cluster's rules stay
+
+
+def test_the_demo_on_a_real_node_steers_its_app_there_and_copies_its_worker() -> None:
+    from funcplane_dev import demo
+
+    simulated = demo.manifests(0)
+    assert [d["kind"] for d in simulated] == ["FunctionApp", "Slot"]
+    app = simulated[0]["spec"]
+    assert "nodeSelector" not in app and "tolerations" not in app, "the example itself stays portable"
+
+    workers, real_app, slot = demo.manifests(1)
+    spec = real_app["spec"]
+    assert spec["nodeSelector"] == {realnode.NODE_LABEL[0]: realnode.NODE_LABEL[1]}
+    assert spec["tolerations"] == [{"key": realnode.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
+    assert spec["imagePullPolicy"] == "Never" and spec["image"] in realnode.node_image_references()
+    assert {k: v for k, v in spec.items() if k not in realnode.app_on_real_nodes()} == \
+        {k: v for k, v in app.items() if k != "image"}, "only the real-node fields change"
+    assert slot == simulated[1]
+    (worker,) = workers["spec"]["workers"]
+    source = worker["source"]["image"]
+    assert source["reference"] in realnode.node_image_references() and source["reference"].endswith("-copy")
+    assert (source["path"], source["pullPolicy"]) == (realnode.COPY_FILES_DIR, "Never")
