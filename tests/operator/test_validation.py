@@ -78,7 +78,10 @@ def test_valid_manifest_is_accepted_and_defaulted(crds, namespace) -> None:
     result = crds.kubectl("-n", namespace, "create", "--dry-run=server", "-o", "yaml", "-f", "-",
                           input=yaml.safe_dump(APP))
     spec = yaml.safe_load(result.stdout)["spec"]
-    assert spec["scale"] == {"minReplicas": 1, "maxReplicas": 10}
+    # Autoscaling is off unless asked for; its windows default to the scaler's documented values.
+    assert spec["scale"] == {"minReplicas": 1, "maxReplicas": 10, "autoscale": {
+        "enabled": False, "targetConcurrency": 100, "targetUtilizationPercent": 70, "stableWindowSeconds": 60,
+        "panicWindowSeconds": 6, "panicThresholdPercent": 200, "scaleDownDelaySeconds": 60, "maxScaleDownRate": 2}}
     assert spec["replicas"] == 1 and spec["functionTimeoutSeconds"] == 300
     assert spec["code"]["image"]["pullPolicy"] == "IfNotPresent"
 
