@@ -84,7 +84,7 @@ def _cluster(args: argparse.Namespace) -> int:
         steps = ", ".join(f"{step} {seconds:.1f}s" for step, seconds in cluster.timings.items())
         print(f"cluster {cluster.name} is up in {time.monotonic() - started:.1f}s{f' ({steps})' if steps else ''}: "
               f"{cluster.server}")
-        print(f"export KUBECONFIG={cluster.kubeconfig}")
+        print(cluster.shell_exports)
         return 0
     cluster = LocalCluster.load(args.name)
     if cluster is None:
@@ -114,7 +114,7 @@ def _up(args: argparse.Namespace) -> int:
     env = environment.up(args.name, args.nodes, fresh=args.fresh, real_nodes=args.real_nodes)
     steps = ", ".join(f"{step} {seconds:.1f}s" for step, seconds in env.timings.items())
     print(f"local environment {args.name!r} is up in {time.monotonic() - started:.1f}s ({steps})")
-    print(f"  export KUBECONFIG={env.cluster.kubeconfig}")
+    print(f"  {env.cluster.shell_exports}")
     print(f"  logs: funcplane dev logs operator|pods   stop: funcplane dev down --name {args.name}")
     return 0
 

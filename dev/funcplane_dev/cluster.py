@@ -24,6 +24,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -159,6 +160,13 @@ class LocalCluster:
     @property
     def kubeconfig(self) -> Path:
         return self.directory / "kubeconfig"
+
+    @property
+    def shell_exports(self) -> str:
+        """The line a shell needs to use this cluster: its kubeconfig, and `kubectl`, the `kubectl funcplane`
+        plugin and `funcplane` on the PATH (the venv's and the built Kubernetes binaries)."""
+        tools = f"{Path(sys.executable).parent}:{binaries.COMPONENTS['kubernetes'].bin_dir}"
+        return f"export KUBECONFIG={self.kubeconfig} PATH={tools}:$PATH"
 
     @property
     def server(self) -> str:

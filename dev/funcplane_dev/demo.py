@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from . import binaries, environment, realnode
+from . import environment, realnode
 from .cluster import DEFAULT_NAME, ClusterError, LocalCluster
 from .endpoints import EndpointClient, ServiceEndpoints
 from .traffic import SteadyTraffic, TrafficReport
@@ -274,9 +274,8 @@ def run(args: argparse.Namespace) -> int:
         print("    environment stopped and cluster removed")
     else:
         named = "" if args.name == DEFAULT_NAME else f" --name {args.name}"
-        tools = f"{Path(sys.executable).parent}:{binaries.COMPONENTS['kubernetes'].bin_dir}"  # funcplane, kubectl
         print("    the environment keeps running (operator, pod runner, cluster):\n"
-              f"      export KUBECONFIG={cluster.kubeconfig} PATH={tools}:$PATH\n"
+              f"      {cluster.shell_exports}\n"
               f"      kubectl funcplane swap {APP} -n {NAMESPACE} --slot staging --wait   # swap back\n"
               f"      funcplane dev port-forward{named} {APP} -n {NAMESPACE}               # the Service on 127.0.0.1\n"
               f"      funcplane dev logs{named} operator|pods\n"
