@@ -40,6 +40,7 @@ from typing import Any
 
 from kubernetes import client
 
+from funcplane.render import names
 from funcplane.swap.observe import KEY_HEADER
 from . import realnode
 from .cluster import LocalCluster
@@ -50,6 +51,16 @@ APP_LABEL = "funcplane.io/app"
 HOST_CONTAINER = "host"
 DEFAULT_PORT = 8080
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def _local_alternative(volume: str) -> str:
+    """What to change so that a pod with this volume runs here, by what the volume carries."""
+    if volume == names.CODE_VOLUME:
+        return "use a ConfigMap for the app's code to run it on the local cluster"
+    if volume.startswith(names.WORKER_VOLUME_PREFIX):
+        return ("its worker comes from a WorkerConfig's image: without a WorkerConfig the host's bundled "
+                "workers run locally, or run the app on a real node (`funcplane dev up --real-nodes 1`)")
+    return "run the app on a real node (`funcplane dev up --real-nodes 1`)"
 
 
 class UnsupportedPod(Exception):
@@ -265,7 +276,7 @@ class PodRunner:
             elif volume.empty_dir is None:
                 kind = next((k for k, v in volume.to_dict().items() if k != "name" and v is not None), "unknown")
                 raise UnsupportedPod(f"volume {mount.name!r} is of type {kind}, which a local process cannot mount; "
-                                     "use a ConfigMap for the app's code to run it on the local cluster")
+                                     f"{_local_alternative(mount.name)}")
             mounts[mount.mount_path.rstrip("/") or "/"] = target
         return mounts
 

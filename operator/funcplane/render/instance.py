@@ -180,7 +180,7 @@ def _pod_template(request: InstanceRequest, slice_name: str, workers: list[Worke
         mounted.volumes.append({"name": "durable-state", **(
             {"persistentVolumeClaim": {"claimName": claim}} if claim else {"emptyDir": {}})})
         mounted.mounts.append({"name": "durable-state", "mountPath": STATE_DIR})
-    mounted.extend(mount_source("code", request.content.code, APP_ROOT, request.volume_mode))
+    mounted.extend(mount_source(names.CODE_VOLUME, request.content.code, APP_ROOT, request.volume_mode))
     mounted.extend(mount_workers(workers, request.volume_mode))
     resources: dict[str, Any] = {"requests": spec.resources.requests}
     if spec.resources.limits:

@@ -9,6 +9,8 @@ from typing import Any
 from funcplane.api import PRODUCTION
 
 LABEL_APP = "funcplane.io/app"
+CODE_VOLUME = "code"  # the app's code at the host's app root
+WORKER_VOLUME_PREFIX = "worker-"  # + the worker's name: a WorkerConfig's worker files (site extension)
 LABEL_INSTANCE = "funcplane.io/instance"
 LABEL_SLICE = "funcplane.io/slice"
 LABEL_SLOT = "funcplane.io/slot"

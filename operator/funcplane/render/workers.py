@@ -10,6 +10,7 @@ from typing import Any
 from funcplane.api.functionapp import Runtime
 from funcplane.api.workerconfig import WorkerConfig, WorkerSpec
 
+from . import names
 from .volumes import Mounted, VolumeMode, mount_source
 
 
@@ -65,5 +66,5 @@ def config_file(workers: Iterable[WorkerSpec]) -> dict[str, Any]:
 def mount_workers(workers: Iterable[WorkerSpec], mode: VolumeMode) -> Mounted:
     mounted = Mounted()
     for worker in workers:
-        mounted.extend(mount_source(f"worker-{worker.name}", worker.source, worker.mount_path, mode))
+        mounted.extend(mount_source(f"{names.WORKER_VOLUME_PREFIX}{worker.name}", worker.source, worker.mount_path, mode))
     return mounted
