@@ -242,7 +242,6 @@ def test_the_standby_takes_over_a_leader_killed_mid_scale_out(shop: Shop, cluste
         shop.apply(work_app(replicas=1, limit=2, max_replicas=4, autoscale={
             "enabled": True, "stableWindowSeconds": 10, "panicWindowSeconds": 4, "scaleDownDelaySeconds": 0}))
         eventually(lambda: shop.ready(slots=1), timeout=120, interval=0.5, what="app Ready")
-        samples: list[int] = []
         with ServiceEndpoints(shop.cluster.api_client(), shop.namespace, APP) as endpoints:
             eventually(lambda: len(endpoints.ready) == 1, timeout=60, interval=0.2, what="one ready endpoint")
             traffic = SteadyTraffic(endpoints, "/api/work?ms=300", threads=12, max_seconds=150, pause=0.0,
@@ -258,10 +257,9 @@ def test_the_standby_takes_over_a_leader_killed_mid_scale_out(shop: Shop, cluste
                 took_over = time.monotonic() - killed_at
                 # Under the same load the new leader keeps the scaled-out count: its windows are empty,
                 # and it never scales in before one stable window of its own readings.
-                deadline = time.monotonic() + 15
-                while time.monotonic() < deadline:
-                    samples.append(deployment_replicas(shop))
-                    time.sleep(0.2)
+                with ReplicaSampler(shop) as sampler:
+                    time.sleep(15)
+                samples = [count for _, count in sampler.samples]
             finally:
                 report = traffic.stop()
         print(f"standby leading {took_over:.1f}s after the kill; replicas during the load: {sorted(set(samples))}")
