@@ -47,7 +47,7 @@ from funcplane_dev.podrunner import PodRunner
 from funcplane_dev.stages import ANNOTATION_READY_AFTER
 from funcplane_dev.traffic import SteadyTraffic
 
-from bench_support import create_namespace
+from bench_support import create_namespace, wait
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR = Path(sys.executable).parent / "funcplane-operator"
@@ -82,15 +82,6 @@ def app_manifests(name: str, *, autoscale: bool, replicas: int = 1, max_replicas
 
 def kubectl_json(cluster: LocalCluster, namespace: str, *args: str) -> Any:
     return json.loads(cluster.kubectl("-n", namespace, *args, "-o", "json", timeout=120).stdout)
-
-
-def wait_until(probe, timeout: float, what: str, interval: float = 0.2) -> float:
-    started = time.monotonic()
-    while not probe():
-        if time.monotonic() - started > timeout:
-            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-    return time.monotonic() - started
 
 
 def start_operator(cluster: LocalCluster, namespace: str, log: Path) -> subprocess.Popen[bytes]:
@@ -183,13 +174,13 @@ def step_load(cluster: LocalCluster, workdir: Path, clients: int, steady: float)
         with PodRunner(cluster, namespace, workdir / "pods"):
             cluster.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump_all(
                 app_manifests("step", autoscale=True)))
-            wait_until(lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in kubectl_json(
-                cluster, namespace, "get", "fa", "step").get("status", {}).get("conditions", [])), 180, "app Ready")
+            wait(lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in kubectl_json(
+                cluster, namespace, "get", "fa", "step").get("status", {}).get("conditions", [])), "app Ready", 180)
             status = kubectl_json(cluster, namespace, "get", "fa", "step")["status"]
             instance = status["slots"]["production"]["instance"]
             api = cluster.api_client()
             with ServiceEndpoints(api, namespace, "step") as endpoints, Sampler(cluster, namespace, "step") as sampler:
-                wait_until(lambda: len(endpoints.ready) == 1, 60, "one endpoint")
+                wait(lambda: len(endpoints.ready) == 1, "one endpoint", 60)
                 time.sleep(5)  # a few idle samples
                 step = time.time()
                 traffic = SteadyTraffic(endpoints, "/api/work?ms=300", threads=clients, max_seconds=steady + 120,
@@ -198,12 +189,11 @@ def step_load(cluster: LocalCluster, workdir: Path, clients: int, steady: float)
                     def decided() -> dict[str, Any] | None:
                         record = kubectl_json(cluster, namespace, "get", "fa", "step")["status"]["instances"][instance]
                         return record.get("scale")
-                    wait_until(lambda: decided() is not None, 60, "a scale decision")
-                    decision = decided()
+                    decision = wait(decided, "a scale decision", 60)
                     written = datetime.fromisoformat(decision["lastDecisionTime"].replace("Z", "+00:00")).timestamp()
                     wanted = kubectl_json(cluster, namespace, "get", "deploy", instance)["spec"]["replicas"]
-                    wait_until(lambda: kubectl_json(cluster, namespace, "get", "deploy", instance)["status"]
-                               .get("readyReplicas", 0) >= wanted, 120, f"{wanted} pods Ready")
+                    wait(lambda: kubectl_json(cluster, namespace, "get", "deploy", instance)["status"]
+                         .get("readyReplicas", 0) >= wanted, f"{wanted} pods Ready", 120)
                     all_ready = time.time()
                     changes_before = decision_count(cluster, namespace)
                     time.sleep(steady)
@@ -285,7 +275,7 @@ def many_apps(cluster: LocalCluster, workdir: Path, count: int, idle: float) -> 
                 pods = kubectl_json(cluster, namespace, "get", "pods")["items"]
                 return [p["status"]["podIP"] for p in pods if p["status"].get("podIP") and any(
                     c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
-            wait_until(lambda: len(ready_pods()) >= count, 900, f"{count} pods Ready", interval=2.0)
+            wait(lambda: len(ready_pods()) >= count, f"{count} pods Ready", 900, interval=2.0)
             stub = subprocess.Popen([sys.executable, "-c", STUB, *ready_pods()], stdout=subprocess.PIPE)
             assert stub.stdout is not None and stub.stdout.readline().startswith(b"serving")
             time.sleep(20)  # the operator settles (statuses written, the scaler's first ticks)

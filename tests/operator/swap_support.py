@@ -126,8 +126,10 @@ class Operator:
 
 
 @pytest.fixture
-def operator(cluster: Any, namespace: str, crds: None, tmp_path: Path) -> Iterator[Operator]:
-    running = Operator(cluster, namespace, tmp_path)
+def operator(request: pytest.FixtureRequest, cluster: Any, namespace: str, crds: None,
+             tmp_path: Path) -> Iterator[Operator]:
+    """The operator; a test parametrized indirectly passes extra environment (a control run's switch)."""
+    running = Operator(cluster, namespace, tmp_path, getattr(request, "param", {}))
     running.start()
     yield running
     running.stop()

@@ -20,6 +20,7 @@ from funcplane.render.app import SlotView, app_views, clone_settings, keys_secre
 from funcplane.render.deploy import admit_slots, plan_deployments
 from funcplane.render.readiness import deployment_rollout, pod_problems
 from funcplane.render.workers import declared_workers, split, workers_for
+from funcplane.swap.observe import instance_pods
 
 from .context import APP, Context
 
@@ -145,9 +146,8 @@ def _instance_deployments(ctx: Context, namespace: str, app_name: str, instance:
 async def _pod_problems(ctx: Context, namespace: str, app_name: str, instance: str) -> list[str]:
     """Why the instance's pods are not ready, read from the pods (not kept in the store: only a
     not-ready instance needs them)."""
-    selector = names.selector_string(names.instance_selector(app_name, instance))
     try:
-        pods = await ctx.kube.pods(namespace, selector)
+        pods = await instance_pods(ctx.kube, namespace, app_name, instance)
     except Exception as error:  # noqa: BLE001 - the status says less, the reconcile goes on
         logger.warning("cannot read the pods of %s/%s: %s", namespace, instance, error)
         return []

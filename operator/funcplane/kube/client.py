@@ -113,7 +113,8 @@ class Kube:
         return await self.call("GET", KINDS[kind].path(namespace, name))
 
     async def pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        """Pods, read when asked (not a watched kind: only a not-ready instance needs them)."""
+        """Pods, read when asked (not a watched kind: the swap, the scaler and a not-ready instance's
+        status read an instance's pods through swap.observe.instance_pods)."""
         result = await self.call("GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", label_selector)])
         return (result or {}).get("items", [])
 

@@ -54,9 +54,9 @@ async def rolled_out(kube: Kube, namespace: str, app: str, instance: str, expect
 
 
 async def instance_pods(kube: Kube, namespace: str, app: str, instance: str) -> list[dict[str, Any]]:
-    selector = names.selector_string(names.instance_selector(app, instance))
-    result = await kube.call("GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", selector)])
-    return [p for p in (result or {}).get("items", []) if not p["metadata"].get("deletionTimestamp")]
+    """The instance's pods that are not terminating, read from the API (pods are not watched)."""
+    pods = await kube.pods(namespace, names.selector_string(names.instance_selector(app, instance)))
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
 
 
 def pod_readiness(pod: dict[str, Any]) -> PodWarmup:
