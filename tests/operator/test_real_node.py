@@ -28,7 +28,8 @@ from funcplane_dev import realnode
 from funcplane_dev.cluster import LocalCluster
 from funcplane_dev.traffic import SteadyTraffic
 from support import eventually
-from swap_support import APP, Operator, Shop
+# operator and shop are fixtures used by name; they take this module's cluster.
+from swap_support import APP, Operator, Shop, operator, shop  # noqa: F401
 
 FUNCTION_APP_PY = '''
 import base64
@@ -101,20 +102,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield local
     finally:
         local.down()
-
-
-@pytest.fixture
-def operator(cluster: LocalCluster, namespace: str, crds: None, tmp_path: Path) -> Iterator[Operator]:
-    running = Operator(cluster, namespace, tmp_path)
-    running.start()
-    yield running
-    running.stop()
-    print(running.logs())
-
-
-@pytest.fixture
-def shop(cluster: LocalCluster, namespace: str) -> Shop:
-    return Shop(cluster, namespace)
 
 
 def manifests(replicas: int = 2) -> list[dict[str, Any]]:
