@@ -391,8 +391,8 @@ def kube_proxy_config(node: RealNode, kubeconfig: Path, health_port: int, metric
 
 # ---- start and teardown --------------------------------------------------------------------------
 def nodes_of(cluster: "LocalCluster") -> list[RealNode]:
-    cluster_index = [str(n) for n in cluster_pod_networks()].index(cluster.pod_cidr)
-    return [RealNode(i, cluster_index, cluster.directory / "nodes") for i in range(cluster.real_nodes)]
+    index = _cluster_index(cluster)
+    return [RealNode(i, index, cluster.directory / "nodes") for i in range(cluster.real_nodes)]
 
 
 def cluster_pod_networks() -> list[ipaddress.IPv4Network]:
@@ -502,7 +502,7 @@ def _bridge_up(node: RealNode) -> None:
 def stop_agents(cluster: "LocalCluster", stop: Callable[[list[str]], None]) -> None:
     """Stop kube-proxy and the kubelets first (nothing may restart a container while the pods are
     cleaned up), then kill every pod container, then containerd and its shims."""
-    nodes = [RealNode(i, _cluster_index(cluster), cluster.directory / "nodes") for i in range(cluster.real_nodes)]
+    nodes = nodes_of(cluster)
     stop(["kube-proxy", *(f"kubelet-{n.name}" for n in nodes)])
     for node in nodes:
         _kill_containers(node)
@@ -562,7 +562,7 @@ def teardown(cluster: "LocalCluster") -> None:
     recorded = root / "machine.json"
     if not recorded.exists():
         return  # written right after the lease: without it this cluster changed nothing on the machine
-    nodes = [RealNode(i, _cluster_index(cluster), root) for i in range(cluster.real_nodes)]
+    nodes = nodes_of(cluster)
     for node in nodes:
         _kill_containers(node)  # anything a dying kubelet started after the first pass
     _unmount_under(root)
