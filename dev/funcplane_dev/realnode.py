@@ -209,8 +209,8 @@ def _archive(references: list[str]) -> Path:
     return archive
 
 
-def load_images(node: RealNode, references: list[str]) -> None:
-    _run(["ctr", "--address", str(node.socket), "-n", RUNTIME_NAMESPACE, "images", "import", str(_archive(references))])
+def load_images(node: RealNode, archive: Path) -> None:
+    _run(["ctr", "--address", str(node.socket), "-n", RUNTIME_NAMESPACE, "images", "import", str(archive)])
 
 
 # ---- machine state ----------------------------------------------------------------------------
@@ -421,7 +421,9 @@ def start(cluster: "LocalCluster", log: Callable[[str], None] = print) -> dict[s
     references = node_images(log)
     pause = references[1]
     timings["images (podman, cached)"] = time.monotonic() - started
-    loading = 0.0
+    loading = -time.monotonic()
+    archive = _archive(references)  # one for every node: its images' ids are looked up once
+    loading += time.monotonic()
     for node in nodes:
         node.directory.mkdir(parents=True, exist_ok=True)
         (node.directory / "cni").mkdir(exist_ok=True)
@@ -432,7 +434,7 @@ def start(cluster: "LocalCluster", log: Callable[[str], None] = print) -> dict[s
             shutil.which("containerd") or "containerd", "--config", str(node.directory / "containerd.toml")])
         cluster._wait(containerd, lambda node=node: _ctr_ok(node), "serving", timeout=30)
         loading -= time.monotonic()
-        load_images(node, references)
+        load_images(node, archive)
         loading += time.monotonic()
         port = free_port()
         config = node.directory / "kubelet.yaml"
