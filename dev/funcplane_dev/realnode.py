@@ -651,11 +651,16 @@ def _remove_container_log_links(node: RealNode) -> None:
                 link.unlink()
 
 
+def node_names(count: int) -> list[str]:
+    """The names of a cluster's `count` real nodes (their kubelets' --hostname-override)."""
+    return [f"{NODE_PREFIX}{i}" for i in range(count)]
+
+
 def process_names(count: int) -> list[str]:
     """The processes a cluster with `count` real nodes records beside its control plane."""
     if not count:
         return []
-    nodes = [f"{NODE_PREFIX}{i}" for i in range(count)]
+    nodes = node_names(count)
     return [*(f"containerd-{n}" for n in nodes), *(f"kubelet-{n}" for n in nodes), "kube-proxy"]
 
 
