@@ -195,7 +195,7 @@ def copy_worker_config(name: str = "workers") -> dict[str, object]:
 def _archive(references: list[str]) -> Path:
     """One docker archive of all the images, cached by their ids: layers they share (the host
     image's, under every copyable variant) are stored, and imported, once."""
-    ids = [images.podman("image", "inspect", "--format", "{{.Id}}", r).stdout.strip() for r in references]
+    ids = images.podman("image", "inspect", "--format", "{{.Id}}", *references).stdout.split()  # one a line
     key = hashlib.sha256(json.dumps(sorted(zip(references, ids))).encode()).hexdigest()[:24]
     archive = binaries.cache_root() / "node-images" / f"{key}.tar"
     if not archive.exists():
