@@ -107,6 +107,9 @@ class PodRunner:
         self.drain = drain
         # Deleted pods whose host drains (uid -> the pod and the thread stopping it).
         self.stopping: dict[str, tuple[RunningPod, threading.Thread]] = {}
+        # Pods on real nodes have a kubelet of their own (see realnode.py): never run them twice. A cluster
+        # whose real nodes change is brought up anew, and its pod runner with it.
+        self._real_nodes = set(realnode.node_names(cluster.real_nodes))
         self._api = client.CoreV1Api(cluster.api_client())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -173,9 +176,7 @@ class PodRunner:
             pods = self._api.list_pod_for_all_namespaces(label_selector=APP_LABEL).items
         else:
             pods = self._api.list_namespaced_pod(self.namespace, label_selector=APP_LABEL).items
-        # Pods on real nodes have a kubelet of their own (see realnode.py): never run them twice.
-        real = {n.metadata.name for n in self._api.list_node(label_selector="=".join(realnode.NODE_LABEL)).items}
-        pods = [p for p in pods if p.spec.node_name not in real]
+        pods = [p for p in pods if p.spec.node_name not in self._real_nodes]
         wanted = {p.metadata.uid: p for p in pods
                   if p.metadata.deletion_timestamp is None and p.status.phase == "Running" and p.status.pod_ip}
         with self._lock:

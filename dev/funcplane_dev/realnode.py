@@ -195,7 +195,7 @@ def copy_worker_config(name: str = "workers") -> dict[str, object]:
 def _archive(references: list[str]) -> Path:
     """One docker archive of all the images, cached by their ids: layers they share (the host
     image's, under every copyable variant) are stored, and imported, once."""
-    ids = [images.podman("image", "inspect", "--format", "{{.Id}}", r).stdout.strip() for r in references]
+    ids = images.podman("image", "inspect", "--format", "{{.Id}}", *references).stdout.split()  # one a line
     key = hashlib.sha256(json.dumps(sorted(zip(references, ids))).encode()).hexdigest()[:24]
     archive = binaries.cache_root() / "node-images" / f"{key}.tar"
     if not archive.exists():
@@ -209,8 +209,8 @@ def _archive(references: list[str]) -> Path:
     return archive
 
 
-def load_images(node: RealNode, references: list[str]) -> None:
-    _run(["ctr", "--address", str(node.socket), "-n", RUNTIME_NAMESPACE, "images", "import", str(_archive(references))])
+def load_images(node: RealNode, archive: Path) -> None:
+    _run(["ctr", "--address", str(node.socket), "-n", RUNTIME_NAMESPACE, "images", "import", str(archive)])
 
 
 # ---- machine state ----------------------------------------------------------------------------
@@ -391,8 +391,8 @@ def kube_proxy_config(node: RealNode, kubeconfig: Path, health_port: int, metric
 
 # ---- start and teardown --------------------------------------------------------------------------
 def nodes_of(cluster: "LocalCluster") -> list[RealNode]:
-    cluster_index = [str(n) for n in cluster_pod_networks()].index(cluster.pod_cidr)
-    return [RealNode(i, cluster_index, cluster.directory / "nodes") for i in range(cluster.real_nodes)]
+    index = _cluster_index(cluster)
+    return [RealNode(i, index, cluster.directory / "nodes") for i in range(cluster.real_nodes)]
 
 
 def cluster_pod_networks() -> list[ipaddress.IPv4Network]:
@@ -421,7 +421,9 @@ def start(cluster: "LocalCluster", log: Callable[[str], None] = print) -> dict[s
     references = node_images(log)
     pause = references[1]
     timings["images (podman, cached)"] = time.monotonic() - started
-    loading = 0.0
+    loading = -time.monotonic()
+    archive = _archive(references)  # one for every node: its images' ids are looked up once
+    loading += time.monotonic()
     for node in nodes:
         node.directory.mkdir(parents=True, exist_ok=True)
         (node.directory / "cni").mkdir(exist_ok=True)
@@ -432,7 +434,7 @@ def start(cluster: "LocalCluster", log: Callable[[str], None] = print) -> dict[s
             shutil.which("containerd") or "containerd", "--config", str(node.directory / "containerd.toml")])
         cluster._wait(containerd, lambda node=node: _ctr_ok(node), "serving", timeout=30)
         loading -= time.monotonic()
-        load_images(node, references)
+        load_images(node, archive)
         loading += time.monotonic()
         port = free_port()
         config = node.directory / "kubelet.yaml"
@@ -502,7 +504,7 @@ def _bridge_up(node: RealNode) -> None:
 def stop_agents(cluster: "LocalCluster", stop: Callable[[list[str]], None]) -> None:
     """Stop kube-proxy and the kubelets first (nothing may restart a container while the pods are
     cleaned up), then kill every pod container, then containerd and its shims."""
-    nodes = [RealNode(i, _cluster_index(cluster), cluster.directory / "nodes") for i in range(cluster.real_nodes)]
+    nodes = nodes_of(cluster)
     stop(["kube-proxy", *(f"kubelet-{n.name}" for n in nodes)])
     for node in nodes:
         _kill_containers(node)
@@ -562,7 +564,7 @@ def teardown(cluster: "LocalCluster") -> None:
     recorded = root / "machine.json"
     if not recorded.exists():
         return  # written right after the lease: without it this cluster changed nothing on the machine
-    nodes = [RealNode(i, _cluster_index(cluster), root) for i in range(cluster.real_nodes)]
+    nodes = nodes_of(cluster)
     for node in nodes:
         _kill_containers(node)  # anything a dying kubelet started after the first pass
     _unmount_under(root)
@@ -649,11 +651,16 @@ def _remove_container_log_links(node: RealNode) -> None:
                 link.unlink()
 
 
+def node_names(count: int) -> list[str]:
+    """The names of a cluster's `count` real nodes (their kubelets' --hostname-override)."""
+    return [f"{NODE_PREFIX}{i}" for i in range(count)]
+
+
 def process_names(count: int) -> list[str]:
     """The processes a cluster with `count` real nodes records beside its control plane."""
     if not count:
         return []
-    nodes = [f"{NODE_PREFIX}{i}" for i in range(count)]
+    nodes = node_names(count)
     return [*(f"containerd-{n}" for n in nodes), *(f"kubelet-{n}" for n in nodes), "kube-proxy"]
 
 

@@ -11,6 +11,7 @@ that the machine's iptables rules, links, mounts and sysctls are as they were be
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -28,7 +29,8 @@ from funcplane_dev import realnode
 from funcplane_dev.cluster import LocalCluster
 from funcplane_dev.traffic import SteadyTraffic
 from support import eventually
-from swap_support import APP, Operator, Shop
+# operator and shop are fixtures used by name; they take this module's cluster.
+from swap_support import APP, Operator, Shop, operator, shop  # noqa: F401
 
 FUNCTION_APP_PY = '''
 import base64
@@ -103,20 +105,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         local.down()
 
 
-@pytest.fixture
-def operator(cluster: LocalCluster, namespace: str, crds: None, tmp_path: Path) -> Iterator[Operator]:
-    running = Operator(cluster, namespace, tmp_path)
-    running.start()
-    yield running
-    running.stop()
-    print(running.logs())
-
-
-@pytest.fixture
-def shop(cluster: LocalCluster, namespace: str) -> Shop:
-    return Shop(cluster, namespace)
-
-
 def manifests(replicas: int = 2) -> list[dict[str, Any]]:
     """The app on the real node: production v1, staging v2, the worker from its (copyable) image."""
     def code(name: str, version: str) -> dict[str, Any]:
@@ -151,9 +139,22 @@ def answer(client: realnode.VipClient, path: str = "/api/whoami") -> dict[str, A
     return json.loads(body)
 
 
-def traffic(client: realnode.VipClient) -> SteadyTraffic:
-    """Quick requests from three threads and long invocations from one, all through the VIP."""
-    return SteadyTraffic(None, "/api/whoami", threads=3, max_seconds=240, pause=0.02, client=client)
+@contextlib.contextmanager
+def under_load(client: realnode.VipClient, what: str, *, slow_threads: int,
+               slow_sent: int) -> Iterator[tuple[SteadyTraffic, SteadyTraffic]]:
+    """Quick requests from three threads and 3 s invocations from `slow_threads`, all through the VIP,
+    while the block runs; when it ends without an error, no request may have failed."""
+    load = SteadyTraffic(None, "/api/whoami", threads=3, max_seconds=240, pause=0.02, client=client).start()
+    slow = SteadyTraffic(None, "/api/slow?seconds=3", threads=slow_threads, max_seconds=240, pause=0.0,
+                         client=client).start()
+    try:
+        yield load, slow
+    finally:
+        report, slow_report = load.stop(), slow.stop()
+    print(f"{what} on the real node: {report.sent} + {slow_report.sent} requests through the VIP, "
+          f"{len(report.failures) + len(slow_report.failures)} failed")
+    assert report.sent > 60 and slow_report.sent >= slow_sent, (report, slow_report)
+    assert report.failures == [] and slow_report.failures == [], (report.failures[:10], slow_report.failures[:10])
 
 
 def running_on_real_node(shop: Shop, instance: str) -> list[dict[str, Any]]:
@@ -186,21 +187,13 @@ def test_app_with_a_staging_slot_serves_swaps_and_scales_in_through_its_vip(
     assert (pool["source"], pool["path"]) == ("managed", "/siteextensions/python"), pool
 
     # Swap under load: the production VIP answers v2 afterwards, and no request failed meanwhile.
-    load = traffic(production).start()
-    slow = SteadyTraffic(None, "/api/slow?seconds=3", threads=1, max_seconds=240, pause=0.0, client=production).start()
-    try:
+    with under_load(production, "swap", slow_threads=1, slow_sent=2) as (load, _):
         eventually(lambda: load.sent() >= 60, timeout=60, what="traffic to flow")
         request_id = shop.request_swap()
         record = shop.finished(request_id, timeout=240)
         assert record["result"] == "Succeeded", record
         eventually(lambda: answer(production)["version"] == "v2", timeout=30, what="production VIP to answer v2")
         time.sleep(3)
-    finally:
-        report, slow_report = load.stop(), slow.stop()
-    print(f"swap on the real node: {report.sent} + {slow_report.sent} requests through the VIP, "
-          f"{len(report.failures) + len(slow_report.failures)} failed")
-    assert report.sent > 60 and slow_report.sent >= 2, (report, slow_report)
-    assert report.failures == [] and slow_report.failures == [], (report.failures[:10], slow_report.failures[:10])
     assert answer(production)["ENVIRONMENT"] == "production", "sticky settings stay with the slot"
 
     # Scale-in 4 -> 1 under load, with long invocations in flight on the pods that go away.
@@ -209,20 +202,12 @@ def test_app_with_a_staging_slot_serves_swaps_and_scales_in_through_its_vip(
     eventually(lambda: len(realnode.service_dnat_targets(production.vip.ip, 80)) == 4, timeout=180, interval=0.5,
                what="four ready endpoints in kube-proxy's rules")
     assert len(running_on_real_node(shop, instance)) == 4
-    load = traffic(production).start()
-    slow = SteadyTraffic(None, "/api/slow?seconds=3", threads=2, max_seconds=240, pause=0.0, client=production).start()
-    try:
+    with under_load(production, "scale-in 4 -> 1", slow_threads=2, slow_sent=4) as (load, slow):
         eventually(lambda: load.sent() >= 60 and slow.sent() >= 4, timeout=60, what="traffic to flow")
         shop.kubectl("scale", "functionapp", APP, "--replicas=1")
         eventually(lambda: len(shop.pods(instance)) == 1 and len(_all_pods(shop, instance)) == 1, timeout=180,
                    interval=0.5, what="the pods of the production instance to go away but one")
         time.sleep(2)
-    finally:
-        report, slow_report = load.stop(), slow.stop()
-    print(f"scale-in 4 -> 1 on the real node: {report.sent} + {slow_report.sent} requests, "
-          f"{len(report.failures) + len(slow_report.failures)} failed")
-    assert report.sent > 60 and slow_report.sent >= 4, (report, slow_report)
-    assert report.failures == [] and slow_report.failures == [], (report.failures[:10], slow_report.failures[:10])
     assert len(realnode.service_dnat_targets(production.vip.ip, 80)) == 1
 
 
