@@ -124,11 +124,7 @@ class QueueTriggers:
                 return
             await asyncio.sleep(READY_POLL_SECONDS)
         environment = self.host.environment
-        for definition in list(self.host.catalog.definitions.values()):
-            if definition.trigger_type.lower() != QUEUE_TRIGGER or definition.disabled:
-                continue
-            if self.host.catalog.states[definition.name].status == "error":
-                continue
+        for definition in self.host.catalog.triggered_by(QUEUE_TRIGGER):
             try:
                 queue = queue_name_of(definition.trigger, environment, definition.name)
                 connection = connection_string_of(definition.trigger, environment, definition.name)

@@ -139,11 +139,7 @@ class TimerTriggers:
         except ScheduleError as error:
             self.host.config_errors.append(str(error))
             return
-        for definition in list(self.host.catalog.definitions.values()):
-            if definition.trigger_type.lower() != TIMER_TRIGGER or definition.disabled:
-                continue
-            if self.host.catalog.states[definition.name].status == "error":
-                continue
+        for definition in self.host.catalog.triggered_by(TIMER_TRIGGER):
             try:
                 state = self._timer_for(definition)
             except ScheduleError as error:
