@@ -3,6 +3,7 @@ real gRPC and HTTP. `start_host(app, ...)` starts a host on a free port and stop
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import json
 import os
@@ -129,6 +130,17 @@ def metric_value(metrics_text: str, name: str, **labels: str) -> float:
         if all(f'{key}="{val}"' in sample for key, val in labels.items()):
             return float(value)
     return 0.0
+
+
+def echo_at_once(host: HostProcess, bodies: list[bytes]) -> list[bytes]:
+    """POST every body to the app's /api/echo at once; the bodies that came back, in order."""
+    def echo(body: bytes) -> bytes:
+        reply = host.request("POST", "/api/echo", body=body, headers={"Content-Type": "application/octet-stream"})
+        assert reply.status == 200, reply.text
+        return reply.body
+
+    with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(echo, bodies))
 
 
 def launch_host(run_root: Path, app: Path, *, env: dict[str, str] | None = None, args: list[str] | None = None,
