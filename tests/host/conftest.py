@@ -19,6 +19,7 @@ from typing import Any
 from collections.abc import Callable, Iterator
 
 import pytest
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_APPS = Path(__file__).resolve().parent / "apps"
@@ -224,6 +225,19 @@ def copy_app(tmp_path: Path) -> Callable[[Path], Path]:
         return target
 
     return copy
+
+
+def queue(azurite: Any, name: str) -> QueueClient:
+    """A client of Azurite's queue `name` (created if missing) that sends and reads text as the host's
+    default base64 message encoding."""
+    client = QueueClient.from_connection_string(
+        azurite.connection_string, name,
+        message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
+    try:
+        client.create_queue()
+    except Exception:  # already there
+        pass
+    return client
 
 
 @pytest.fixture(scope="session")

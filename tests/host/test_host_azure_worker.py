@@ -16,9 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from conftest import EXAMPLE_APPS, HOST_APPS, echo_at_once
+from conftest import EXAMPLE_APPS, HOST_APPS, echo_at_once, queue
 from support import json_lines
 
 AZURE_WORKER_VERSION = "1.1.9"
@@ -96,12 +95,7 @@ def test_azure_python_worker_runs_a_queue_trigger_with_a_return_output(
     suffix = tmp_path.name[-8:].replace("_", "").lower() or "q"
     env = {"AzureWebJobsStorage": azurite.connection_string, "RUNS_FILE": str(tmp_path / "runs.jsonl"),
            "WORK_QUEUE": f"azw-work-{suffix}", "DONE_QUEUE": f"azw-done-{suffix}"}
-    clients = {}
-    for name in ("WORK_QUEUE", "DONE_QUEUE"):
-        clients[name] = QueueClient.from_connection_string(
-            azurite.connection_string, env[name], message_encode_policy=TextBase64EncodePolicy(),
-            message_decode_policy=TextBase64DecodePolicy())
-        clients[name].create_queue()
+    clients = {name: queue(azurite, env[name]) for name in ("WORK_QUEUE", "DONE_QUEUE")}
     for key, fail_until in (("ok", 0), ("flaky", 1)):
         clients["WORK_QUEUE"].send_message(json.dumps({"key": key, "fail_until": fail_until}))
     host = start_host(HOST_APPS / "queues-v1", env=env, workers_dir=azure_workers_dir)
