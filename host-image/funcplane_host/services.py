@@ -7,6 +7,7 @@ here; each module's own protocol adds what only it uses (as `dispatch.DispatchSe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -38,3 +39,16 @@ class ExtensionServices(Protocol):
     # `ready, reasons = host.readiness()` (a readiness.Readiness, which sits beside the extensions).
     def readiness(self) -> tuple[bool, list[str]]: ...
     async def invoke(self, invocation: Invocation) -> Any: ...
+
+
+READY_POLL_SECONDS = 0.1
+
+
+async def until_ready(host: ExtensionServices) -> bool:
+    """Wait for the host to be ready (True), or to start draining first (False). Triggers are
+    armed only then: worker-indexed apps report their functions after the worker starts."""
+    while not host.readiness()[0]:
+        if host.draining:
+            return False
+        await asyncio.sleep(READY_POLL_SECONDS)
+    return True

@@ -76,6 +76,22 @@ def settings_frame(values: dict[int, int]) -> bytes:
     return frame(SETTINGS, 0, 0, b"".join(k.to_bytes(2, "big") + v.to_bytes(4, "big") for k, v in values.items()))
 
 
+def _joined(inbound: bytearray, data: bytes) -> bytes | bytearray:
+    """What is there to read: `data` itself when nothing was left over, else appended to the rest."""
+    if inbound:
+        inbound += data
+        return inbound
+    return data
+
+
+def _keep_rest(inbound: bytearray, buffer: bytes | bytearray, position: int) -> None:
+    """Keep the unread part of `buffer` (from `position`) in `inbound` for the next read."""
+    if buffer is inbound:
+        del inbound[:position]
+    elif position < len(buffer):
+        inbound += buffer[position:]
+
+
 # ---- HPACK ------------------------------------------------------------------------------------
 
 # What the peer may make our decoder hold: its dynamic table (the RFC default size) and one header list.
@@ -241,11 +257,7 @@ class GrpcConnection(asyncio.Protocol):
 
     def _receive(self, data: bytes) -> None:
         inbound = self._inbound
-        if inbound:
-            inbound += data
-            buffer: bytes | bytearray = inbound
-        else:
-            buffer = data
+        buffer = _joined(inbound, data)
         position, end = 0, len(buffer)
         while end - position >= 9 and not self.closed:
             length = int.from_bytes(buffer[position:position + 3], "big")
@@ -260,10 +272,7 @@ class GrpcConnection(asyncio.Protocol):
                 self._data(flags, stream_id, payload, length)
             else:
                 self._control(kind, flags, stream_id, payload)
-        if buffer is inbound:
-            del inbound[:position]
-        elif position < end:
-            inbound += buffer[position:]
+        _keep_rest(inbound, buffer, position)
 
     def _data(self, flags: int, stream_id: int, payload: bytes, length: int) -> None:
         self._unacknowledged += length  # padding counts against the windows too
@@ -280,11 +289,7 @@ class GrpcConnection(asyncio.Protocol):
         if flags & PADDED:
             payload = payload[1:len(payload) - payload[0]]
         inbound = stream.inbound
-        if inbound:
-            inbound += payload
-            view: bytes | bytearray = inbound
-        else:
-            view = payload
+        view = _joined(inbound, payload)
         position, end = 0, len(view)
         parse = pb.StreamingMessage.FromString
         while end - position >= 5:
@@ -301,10 +306,7 @@ class GrpcConnection(asyncio.Protocol):
                 stream.on_message(parse(bytes(body) if isinstance(body, bytearray) else body))
             if stream.ended:
                 return
-        if view is inbound:
-            del inbound[:position]
-        elif position < end:
-            inbound += view[position:]
+        _keep_rest(inbound, view, position)
         if flags & END_STREAM:
             stream.remote_closed = True
             self._remote_closed(stream)

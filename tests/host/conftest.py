@@ -3,6 +3,7 @@ real gRPC and HTTP. `start_host(app, ...)` starts a host on a free port and stop
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import json
 import os
@@ -18,6 +19,7 @@ from typing import Any
 from collections.abc import Callable, Iterator
 
 import pytest
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_APPS = Path(__file__).resolve().parent / "apps"
@@ -131,6 +133,17 @@ def metric_value(metrics_text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+def echo_at_once(host: HostProcess, bodies: list[bytes]) -> list[bytes]:
+    """POST every body to the app's /api/echo at once; the bodies that came back, in order."""
+    def echo(body: bytes) -> bytes:
+        reply = host.request("POST", "/api/echo", body=body, headers={"Content-Type": "application/octet-stream"})
+        assert reply.status == 200, reply.text
+        return reply.body
+
+    with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(echo, bodies))
+
+
 def launch_host(run_root: Path, app: Path, *, env: dict[str, str] | None = None, args: list[str] | None = None,
                 keys: dict[str, Any] | None = None, worker_config: dict[str, Any] | None = None,
                 workers_dir: Path | None = None, wait_ready: bool = True, command: Path = HOST_COMMAND,
@@ -212,6 +225,19 @@ def copy_app(tmp_path: Path) -> Callable[[Path], Path]:
         return target
 
     return copy
+
+
+def queue(azurite: Any, name: str) -> QueueClient:
+    """A client of Azurite's queue `name` (created if missing) that sends and reads text as the host's
+    default base64 message encoding."""
+    client = QueueClient.from_connection_string(
+        azurite.connection_string, name,
+        message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
+    try:
+        client.create_queue()
+    except Exception:  # already there
+        pass
+    return client
 
 
 @pytest.fixture(scope="session")

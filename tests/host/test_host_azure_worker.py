@@ -9,7 +9,6 @@ asks for the legacy argument form ("hostArguments": "legacy").
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import subprocess
@@ -17,9 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from conftest import EXAMPLE_APPS, HOST_APPS
+from conftest import EXAMPLE_APPS, HOST_APPS, echo_at_once, queue
 from support import json_lines
 
 AZURE_WORKER_VERSION = "1.1.9"
@@ -84,35 +82,12 @@ def test_azure_python_worker_route_params_async_and_errors(start_host, azure_wor
     assert host.get("/api/fast").status == 200
 
 
-ECHO_V1 = """import azure.functions as func
-
-
-def main(req: func.HttpRequest) -> func.HttpResponse:
-    return func.HttpResponse(req.get_body(), mimetype="application/octet-stream")
-"""
-
-
-def test_azure_python_worker_large_bodies_both_ways(start_host, azure_workers_dir, tmp_path: Path) -> None:
+def test_azure_python_worker_large_bodies_both_ways(start_host, azure_workers_dir) -> None:
     """grpcio's client against the host's gRPC server with bodies far beyond the initial 64 KiB
     HTTP/2 windows, two at once: flow control and reassembly on both ends."""
-    app = tmp_path / "echo-app"
-    (app / "echo").mkdir(parents=True)
-    (app / "host.json").write_text('{"version": "2.0"}')
-    (app / "echo" / "__init__.py").write_text(ECHO_V1)
-    (app / "echo" / "function.json").write_text(json.dumps({"bindings": [
-        {"type": "httpTrigger", "direction": "in", "name": "req", "authLevel": "anonymous", "methods": ["post"]},
-        {"type": "http", "direction": "out", "name": "$return"},
-    ]}))
-    host = start_host(app, workers_dir=azure_workers_dir)
+    host = start_host(HOST_APPS / "echo-v1", workers_dir=azure_workers_dir)
     bodies = [bytes([index]) * 64 + os.urandom(2 * 1024 * 1024 + index) for index in range(2)]
-
-    def echo(body: bytes) -> bytes:
-        reply = host.request("POST", "/api/echo", body=body, headers={"Content-Type": "application/octet-stream"})
-        assert reply.status == 200, reply.text
-        return reply.body
-
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        assert list(pool.map(echo, bodies)) == bodies
+    assert echo_at_once(host, bodies) == bodies
 
 
 def test_azure_python_worker_runs_a_queue_trigger_with_a_return_output(
@@ -120,12 +95,7 @@ def test_azure_python_worker_runs_a_queue_trigger_with_a_return_output(
     suffix = tmp_path.name[-8:].replace("_", "").lower() or "q"
     env = {"AzureWebJobsStorage": azurite.connection_string, "RUNS_FILE": str(tmp_path / "runs.jsonl"),
            "WORK_QUEUE": f"azw-work-{suffix}", "DONE_QUEUE": f"azw-done-{suffix}"}
-    clients = {}
-    for name in ("WORK_QUEUE", "DONE_QUEUE"):
-        clients[name] = QueueClient.from_connection_string(
-            azurite.connection_string, env[name], message_encode_policy=TextBase64EncodePolicy(),
-            message_decode_policy=TextBase64DecodePolicy())
-        clients[name].create_queue()
+    clients = {name: queue(azurite, env[name]) for name in ("WORK_QUEUE", "DONE_QUEUE")}
     for key, fail_until in (("ok", 0), ("flaky", 1)):
         clients["WORK_QUEUE"].send_message(json.dumps({"key": key, "fail_until": fail_until}))
     host = start_host(HOST_APPS / "queues-v1", env=env, workers_dir=azure_workers_dir)

@@ -56,6 +56,16 @@ def feed(azurite, name: str, stop: threading.Event, floor: int = 200) -> threadi
     return thread
 
 
+def sample_concurrency(host, function: str, seconds: float) -> list[dict]:
+    """`function`'s entry of /admin/concurrency, once a second for `seconds`."""
+    samples = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        samples.append(host.admin("/admin/concurrency")["functions"][function])
+    return samples
+
+
 def test_dynamic_concurrency_converges_on_a_degrading_downstream_and_restarts_from_its_snapshot(
         start_host, azurite) -> None:
     host_id = f"dc-{uuid.uuid4().hex[:8]}"
@@ -65,12 +75,8 @@ def test_dynamic_concurrency_converges_on_a_degrading_downstream_and_restarts_fr
     assert host.admin("/admin/concurrency")["functions"]["io"]["concurrency"] == 1  # Azure starts at 1
     stop = threading.Event()
     load = closed_loop(f"{host.base_url}/api/io", stop)
-    samples = []
     try:
-        deadline = time.monotonic() + 45
-        while time.monotonic() < deadline:
-            time.sleep(1)
-            samples.append(host.admin("/admin/concurrency")["functions"]["io"])
+        samples = sample_concurrency(host, "io", 45)
     finally:
         stop.set()
         load.join(timeout=30)
@@ -109,13 +115,9 @@ def test_queue_function_converges_on_a_degrading_downstream(start_host, azurite)
            "CPU_QUEUE": f"dcq-cpu-{suffix}", "DOWNSTREAM_LATENCY": "0.2"}  # the knee at 40/s, not Azurite's
     stop = threading.Event()
     feeder = feed(azurite, env["IO_QUEUE"], stop)
-    samples = []
     try:
         host = start_host(CONCURRENCY_V2, env=env)
-        deadline = time.monotonic() + 50
-        while time.monotonic() < deadline:
-            time.sleep(1)
-            samples.append(host.admin("/admin/concurrency")["functions"]["io_queue"])
+        samples = sample_concurrency(host, "io_queue", 50)
     finally:
         stop.set()
         feeder.join(timeout=30)

@@ -22,10 +22,11 @@ import pytest
 
 from conftest import EXAMPLE_APPS
 from funcplane_protocol import FunctionRpc_pb2 as pb
-from funcplane_protocol.http2 import EVENT_STREAM_PATH, PREFACE
+from funcplane_protocol.http2 import (
+    ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, EVENT_STREAM_PATH, GOAWAY, HEADERS, PREFACE, RST_STREAM,
+    SETTINGS, frame,
+)
 
-DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY, CONTINUATION = 0, 1, 3, 4, 7, 9
-END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
 UNKNOWN_PATH = "/AzureFunctionsRpcMessages.FunctionRpc/NoSuchMethod"
 
 STAND_IN_WORKER = """\
@@ -34,10 +35,6 @@ from pathlib import Path
 Path(__file__).with_name("argv.json").write_text(json.dumps(sys.argv[1:]))
 time.sleep(600)
 """
-
-
-def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream.to_bytes(4, "big") + payload
 
 
 def grpc_message(message: pb.StreamingMessage) -> bytes:

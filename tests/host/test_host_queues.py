@@ -14,24 +14,13 @@ import time
 import uuid
 from pathlib import Path
 
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+from azure.storage.queue import QueueClient
 
-from conftest import HOST_APPS, MASTER_KEY
+from conftest import HOST_APPS, MASTER_KEY, queue
 from support import json_lines
 
 QUEUES_V1 = HOST_APPS / "queues-v1"
 QUEUES_V2 = HOST_APPS / "queues-v2"
-
-
-def queue(azurite, name: str) -> QueueClient:
-    client = QueueClient.from_connection_string(
-        azurite.connection_string, name,
-        message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
-    try:
-        client.create_queue()
-    except Exception:  # already there
-        pass
-    return client
 
 
 def drain_texts(client: QueueClient) -> list[str]:

@@ -6,7 +6,7 @@ import concurrent.futures
 import json
 import os
 
-from conftest import EXAMPLE_APPS, HOST_APPS, MASTER_KEY, metric_value
+from conftest import EXAMPLE_APPS, HOST_APPS, MASTER_KEY, echo_at_once, metric_value
 
 
 def test_v2_app_is_indexed_by_the_worker_and_served(start_host) -> None:
@@ -32,14 +32,7 @@ def test_large_bodies_cross_the_worker_stream_both_ways_at_once(start_host) -> N
     the worker and back intact (flow control and message reassembly on both ends)."""
     host = start_host(EXAMPLE_APPS / "hello-v2")
     bodies = [bytes([index]) * 64 + os.urandom(3 * 1024 * 1024 + index) for index in range(4)]
-
-    def echo(body: bytes) -> bytes:
-        reply = host.request("POST", "/api/echo", body=body, headers={"Content-Type": "application/octet-stream"})
-        assert reply.status == 200, reply.text
-        return reply.body
-
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        assert list(pool.map(echo, bodies)) == bodies
+    assert echo_at_once(host, bodies) == bodies
 
 
 def test_v2_app_with_two_worker_processes_spreads_load(start_host) -> None:

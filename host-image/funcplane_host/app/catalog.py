@@ -46,6 +46,11 @@ class FunctionCatalog:
         if error.name in self.states:
             self.states[error.name] = FunctionState("error", error.reason)
 
+    def triggered_by(self, trigger_type: str) -> list[FunctionDefinition]:
+        """The enabled functions of one trigger type (lower-case) that have not failed."""
+        return [d for n, d in self.definitions.items()
+                if d.trigger_type.lower() == trigger_type and not d.disabled and self.states[n].status != "error"]
+
     def functions_for(self, language: str) -> list[FunctionDefinition]:
         return [d for d in self.definitions.values() if d.language == language]
 

@@ -529,7 +529,8 @@ class DurableEngine:
         past = row.history
         # What a Python orchestrator replays of the past, encoded: kept from the last episode, or
         # encoded once from a history just read (stored events are all played).
-        python = self._sends_python_history(row)
+        orchestrator = self.functions(ORCHESTRATION_TRIGGER).get(row.name.lower())
+        python = self._sends_python_history(orchestrator)
         if row is not hot_row or hot_replay is None or row.encoded is None:
             row.encoded = [_encode(e) for e in past]
             hot_replay = [text for e, text in zip(past, row.encoded) if _replayed(e, python)]
@@ -537,7 +538,7 @@ class DurableEngine:
         started = h.event(h.ORCHESTRATOR_STARTED, -1, episode.now)
         new_events = [started, *bookkeeping, *resuming]
         if resuming and not suspended and row.status not in TERMINAL:
-            outcome = await self._invoke_orchestrator(row, replay, new_events, python)
+            outcome = await self._invoke_orchestrator(row, orchestrator, replay, new_events, python)
             self._apply_outcome(episode, outcome, new_events)
         if episode.restarted:
             row.history, row.encoded, replay = [], [], []
@@ -576,9 +577,8 @@ class DurableEngine:
         self._hot[row.instance_id] = (row, replay, size)
         self._hot_characters += size
 
-    def _sends_python_history(self, row: InstanceRow) -> bool:
+    def _sends_python_history(self, definition: FunctionDefinition | None) -> bool:
         """True when the orchestrator is a Python function that gets only the events its SDK reads."""
-        definition = self.functions(ORCHESTRATION_TRIGGER).get(row.name.lower())
         return definition is not None and definition.language == "python" and not self.options.full_history
 
     def _task_outcome(self, episode: _Episode, task: dict[str, Any], body: dict[str, Any],
@@ -647,10 +647,10 @@ class DurableEngine:
         episode.work.append(item)
         return [h.event(h.TASK_SCHEDULED, seq, episode.now, Name=call["name"], Version=None, Input=call.get("input"))]
 
-    async def _invoke_orchestrator(self, row: InstanceRow, replay: list[str], new_events: list[dict[str, Any]],
-                                   python: bool) -> dict[str, Any]:
-        """Run one episode of the orchestrator: `replay` is the past history as JSON texts, as sent."""
-        definition = self.functions(ORCHESTRATION_TRIGGER).get(row.name.lower())
+    async def _invoke_orchestrator(self, row: InstanceRow, definition: FunctionDefinition | None, replay: list[str],
+                                   new_events: list[dict[str, Any]], python: bool) -> dict[str, Any]:
+        """Run one episode of the orchestrator `definition` (None: not found): `replay` is the past
+        history as JSON texts, as sent."""
         if definition is None:
             return {"failed": f"The orchestrator function '{row.name}' doesn't exist, is disabled, or is not an "
                               "orchestrator function."}

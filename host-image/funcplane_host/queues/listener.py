@@ -37,7 +37,7 @@ from funcplane_host.queues.storage import (
     queue_outputs,
     trigger_metadata,
 )
-from funcplane_host.services import ExtensionServices
+from funcplane_host.services import ExtensionServices, until_ready
 
 
 class QueueAdmission(Protocol):
@@ -58,7 +58,6 @@ class QueueServices(ExtensionServices, Protocol):
 logger = logging.getLogger("funcplane.host.queues")
 QUEUE_TRIGGER = "queuetrigger"
 MIN_POLLING_INTERVAL = 0.1
-READY_POLL_SECONDS = 0.1
 BACKLOG_REFRESH_SECONDS = 2.0
 SLOT_WAIT_SECONDS = 0.5
 STOP_SETTLE_SECONDS = 5.0  # with nothing available, re-check at least this often (limits move)
@@ -119,16 +118,10 @@ class QueueTriggers:
         await self.clients.close()
 
     async def _arm_when_ready(self) -> None:
-        while not self.host.readiness()[0]:
-            if self.host.draining:
-                return
-            await asyncio.sleep(READY_POLL_SECONDS)
+        if not await until_ready(self.host):
+            return
         environment = self.host.environment
-        for definition in list(self.host.catalog.definitions.values()):
-            if definition.trigger_type.lower() != QUEUE_TRIGGER or definition.disabled:
-                continue
-            if self.host.catalog.states[definition.name].status == "error":
-                continue
+        for definition in self.host.catalog.triggered_by(QUEUE_TRIGGER):
             try:
                 queue = queue_name_of(definition.trigger, environment, definition.name)
                 connection = connection_string_of(definition.trigger, environment, definition.name)

@@ -30,7 +30,7 @@ from funcplane_host.timers.schedule import (
     resolve_setting_references,
     zone_named,
 )
-from funcplane_host.services import ExtensionServices
+from funcplane_host.services import ExtensionServices, until_ready
 from funcplane_host.timers.singleton import ApiAccess, LeaseConfigError, TimerLease, lease_seconds
 
 
@@ -45,7 +45,6 @@ class TimerServices(ExtensionServices, Protocol):
 
 logger = logging.getLogger("funcplane.host.timers")
 TIMER_TRIGGER = "timertrigger"
-READY_POLL_SECONDS = 0.1
 MONITOR_THRESHOLD = timedelta(minutes=1)  # Azure monitors schedules that recur at most once a minute
 
 
@@ -129,21 +128,14 @@ class TimerTriggers:
             await self.lease.stop()  # hands the timers to another pod at once
 
     async def _arm_when_ready(self) -> None:
-        # Worker-indexed apps report their functions only after the worker starts.
-        while not self.host.readiness()[0]:
-            if self.host.draining:
-                return
-            await asyncio.sleep(READY_POLL_SECONDS)
+        if not await until_ready(self.host):
+            return
         try:
             self.zone = zone_named(self.host.environment.get("WEBSITE_TIME_ZONE"))
         except ScheduleError as error:
             self.host.config_errors.append(str(error))
             return
-        for definition in list(self.host.catalog.definitions.values()):
-            if definition.trigger_type.lower() != TIMER_TRIGGER or definition.disabled:
-                continue
-            if self.host.catalog.states[definition.name].status == "error":
-                continue
+        for definition in self.host.catalog.triggered_by(TIMER_TRIGGER):
             try:
                 state = self._timer_for(definition)
             except ScheduleError as error:
