@@ -9,6 +9,7 @@ import concurrent.futures
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -164,6 +165,14 @@ def test_a_log_flood_is_bounded_and_counted_while_other_calls_are_served(start_h
         flood = pool.submit(host.get, "/api/flood?lines=300000", timeout=120)
         host.wait_until(lambda: "flood line 1000 " in host.log() or "flood line 1000\n" in host.log(),
                         "the flood to start")
+        # A host that keeps up drops nothing; stall it (as a CPU-throttled or paused host would be) so that
+        # the worker's bounded buffer fills while the flood goes on, whatever this machine's speed.
+        assert not flood.done(), "the flood ended before the host could be stalled; log more lines"
+        os.kill(host.process.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2)
+        finally:
+            os.kill(host.process.pid, signal.SIGCONT)
         others = [host.get("/api/pid", timeout=60) for _ in range(3)]
         assert flood.result().status == 200
     assert [r.status for r in others] == [200] * 3
