@@ -329,6 +329,12 @@ class ReplicaSampler(PeriodicSampler):
         self.samples.append((time.monotonic(), deployment_replicas(self.shop)))
 
 
+def _deployment_made(shop: Shop) -> bool:
+    """The app reconciler has made the production instance's Deployment."""
+    instance = shop.status().get("slots", {}).get("production", {}).get("instance")
+    return bool(instance) and shop.kubectl("get", "deployment", instance, check=False).returncode == 0
+
+
 def queue_length(connection: str, queue: str) -> int:
     from azure.core.exceptions import ResourceNotFoundError
     from azure.storage.queue import QueueClient
@@ -352,7 +358,7 @@ def test_a_queue_backlog_scales_out_drains_and_scales_to_zero_and_back(shop: Sho
             "data": {"host.json": json.dumps({"version": "2.0"}), "function_app.py": QUEUE_APP_PY}}
     app = {"apiVersion": "funcplane.io/v1alpha1", "kind": "FunctionApp", "metadata": {"name": APP},
            "spec": {"runtime": {"name": "python"}, "code": {"configMap": {"name": f"{APP}-code"}}, "plan": "premium",
-                    "replicas": 1, "functionTimeoutSeconds": 60,
+                    "replicas": 0, "functionTimeoutSeconds": 60,
                     "podAnnotations": {ANNOTATION_READY_AFTER: "5s"},
                     "scale": {"minReplicas": 0, "maxReplicas": 4, "autoscale": {
                         "enabled": True, "stableWindowSeconds": 10, "panicWindowSeconds": 4,
@@ -361,9 +367,13 @@ def test_a_queue_backlog_scales_out_drains_and_scales_to_zero_and_back(shop: Sho
                                  {"name": "WORK_QUEUE", "value": "work"},
                                  {"name": "RESULTS_FILE", "value": str(results)}]}}
     shop.apply([code, app])
-    eventually(lambda: shop.ready(slots=1), timeout=120, interval=0.5, what="app Ready")
-    # Idle: the one pod goes (a queue-only app may scale to zero); the decision records the queue.
-    eventually(lambda: deployment_replicas(shop) == 0, timeout=90, interval=0.5, what="scale to zero")
+    # Created at 0 replicas, no pod has named its queue yet: the scaler gives it one pod, records the
+    # queue that pod's host reports and, the queue idle, scales it back to zero.
+    eventually(lambda: _deployment_made(shop), timeout=60, interval=0.2, what="the production Deployment")
+    with ReplicaSampler(shop) as sampler:
+        eventually(lambda: scale_status(shop).get("queues") and deployment_replicas(shop) == 0, timeout=150,
+                   interval=0.5, what="one pod to learn the queue, then zero")
+    assert max(replicas for _, replicas in sampler.samples) == 1, sorted(set(sampler.samples))
     assert scale_status(shop)["queues"] == {"process": {"queueName": "%WORK_QUEUE%",
                                                         "connection": "AzureWebJobsStorage"}}
     eventually(lambda: not shop.pods(production_instance(shop)), timeout=90, interval=0.5, what="no pod left")

@@ -160,6 +160,18 @@ def test_http_keeps_one_pod_queues_scale_to_zero_and_back() -> None:
     assert (decision.desired, decision.mode, decision.metric) == (4, PANIC, QUEUE)
 
 
+def test_an_instance_no_pod_has_reported_gets_one_pod_to_learn_its_functions() -> None:
+    # A queue app created at 0 replicas: nothing to read, no queue recorded. It gets one pod, whose
+    # report names the queue; once idle and known, it goes back to zero.
+    scaler = Autoscaler(Settings(min_replicas=0, max_replicas=4), started=-1000.0)
+    scaler.record(2.0, [])
+    decision = scaler.decide(2.0, 0, 0)
+    assert decision.desired == 1 and "until a pod reports the functions" in decision.reason
+    report = {"functions": {"orders": {"trigger": "queue", "concurrency": 16, "inFlight": 0, "backlog": 0}}}
+    _, replicas = run(scaler, 2.0, 400, loads([report], target_concurrency=100, utilization=0.7), 1)
+    assert replicas == 0
+
+
 def test_the_most_demanding_function_decides() -> None:
     scaler = Autoscaler(Settings(max_replicas=10), started=0.0)
     report = {"functions": {"light": {"trigger": "http", "concurrency": 50, "inFlight": 10},

@@ -182,8 +182,12 @@ class Autoscaler:
                 reason += "; no scale-in before one stable window of readings"
             else:
                 desired = max(desired, math.floor(current / s.max_scale_down_rate))
-        floor = max(s.min_replicas, 1) if has_http else s.min_replicas  # HTTP keeps a pod to answer
+        # HTTP keeps a pod to answer; an instance whose functions no pod has reported yet (created at
+        # 0 replicas, or a new leader with nothing recorded) keeps one so that its queues become known.
+        learning = not self.series and not self.queues
+        floor = max(s.min_replicas, 1) if has_http or learning else s.min_replicas
         bounded = min(max(desired, floor), s.max_replicas)
         if bounded != desired:
-            reason += f"; bounded to {bounded} (min {floor}, max {s.max_replicas})"
+            reason += "; one pod until a pod reports the functions" if learning and bounded == floor else \
+                f"; bounded to {bounded} (min {floor}, max {s.max_replicas})"
         return Decision(bounded, function, metric, round(value, 3), mode, reason)
