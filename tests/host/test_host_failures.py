@@ -78,7 +78,7 @@ def test_max_outstanding_requests_answers_429_beyond_the_queue(start_host, copy_
     }))
     host = start_host(app)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        first = pool.submit(host.get, "/api/slow?seconds=2")
+        first = pool.submit(host.get, "/api/slow?seconds=8")  # runs through the checks below
         host.wait_until(lambda: metric_value(host.metrics(), "funcplane_invocations_in_flight", function="slow") == 1,
                         "the first request to run")
         second = pool.submit(host.get, "/api/slow?seconds=0")
@@ -96,13 +96,13 @@ def test_max_outstanding_requests_answers_429_beyond_the_queue(start_host, copy_
 def test_drain_waits_for_in_flight_work_and_refuses_new_work(start_host) -> None:
     host = start_host(HOST_APPS / "routes-v1")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        slow = pool.submit(host.get, "/api/slow?seconds=2")
+        slow = pool.submit(host.get, "/api/slow?seconds=5")
         host.wait_until(lambda: metric_value(host.metrics(), "funcplane_invocations_in_flight", function="slow") == 1,
                         "the slow request to run")
         drained = host.request("POST", "/admin/drain?timeout=20&grace=0")
         assert drained.status == 200
         assert drained.json()["inFlightAtStart"] == 1 and drained.json()["stillRunning"] == 0
-        assert slow.result(timeout=5).status == 200
+        assert slow.result(timeout=10).status == 200
     refused = host.get("/api/fast")
     assert refused.status == 503 and "draining" in refused.json()["error"]
     ready = host.get("/readyz")
@@ -112,7 +112,7 @@ def test_drain_waits_for_in_flight_work_and_refuses_new_work(start_host) -> None
 def test_sigterm_drains_before_exit(start_host) -> None:
     host = start_host(HOST_APPS / "routes-v1")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        slow = pool.submit(host.get, "/api/slow?seconds=2")
+        slow = pool.submit(host.get, "/api/slow?seconds=5")
         host.wait_until(lambda: metric_value(host.metrics(), "funcplane_invocations_in_flight", function="slow") == 1,
                         "the slow request to run")
         host.process.send_signal(signal.SIGTERM)
@@ -163,7 +163,7 @@ def test_hung_worker_fails_status_checks_and_is_replaced(start_host, copy_app, t
     host = start_host(app)
     pidfile = tmp_path / "pid"
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        slow = pool.submit(host.get, f"/api/slow?seconds=1&pidfile={pidfile}")
+        slow = pool.submit(host.get, f"/api/slow?seconds=30&pidfile={pidfile}")
         victim = int(_wait_for_file(pidfile))
         os.kill(victim, signal.SIGSTOP)  # alive but unresponsive
         reply = slow.result(timeout=20)

@@ -51,7 +51,7 @@ def test_timed_out_sync_calls_restart_the_worker_instead_of_wedging_it(start_hos
 
 
 def test_a_timeout_fails_the_workers_other_invocations_fast(start_host, copy_app) -> None:
-    app = _with_host_json(copy_app, {"functionTimeout": "00:00:04"})
+    app = _with_host_json(copy_app, {"functionTimeout": "00:00:08"})
     host = start_host(app, env={"PYTHON_THREADPOOL_THREAD_COUNT": "4"})
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(host.get, "/api/sleep?seconds=600", timeout=60)
@@ -62,10 +62,10 @@ def test_a_timeout_fails_the_workers_other_invocations_fast(start_host, copy_app
         host.wait_until(lambda: metric_value(host.metrics(), "funcplane_invocations_in_flight",
                                              function="sleep_sync") == 2, "the second call to run")
         timed_out, failed_with_it = first.result(), second.result()
-    assert timed_out.status == 504 and "timed out after 4s" in timed_out.json()["error"]
+    assert timed_out.status == 504 and "timed out after 8s" in timed_out.json()["error"]
     # The second call had not reached its own timeout: it fails with the cause, not a 504 of its own.
     assert failed_with_it.status == 502, failed_with_it.text
-    assert "timed out after 4s" in failed_with_it.json()["error"]
+    assert "timed out after 8s" in failed_with_it.json()["error"]
     assert metric_value(host.metrics(), "funcplane_invocations_total", function="sleep_sync",
                         outcome="worker_lost") == 1
 
@@ -159,20 +159,25 @@ def test_late_log_lines_keep_their_function_category(start_host) -> None:
     assert "[Function.late_log.User]" in line, line
 
 
-def test_a_log_flood_is_bounded_and_counted_while_other_calls_are_served(start_host) -> None:
+def test_a_log_flood_is_bounded_and_counted_while_other_calls_are_served(start_host, tmp_path) -> None:
     host = start_host(HARDENING_APP, env={"FUNCTIONS_WORKER_PROCESS_COUNT": "1"})
+    started, gate, done = (tmp_path / name for name in ("started", "gate", "done"))
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        flood = pool.submit(host.get, "/api/flood?lines=300000", timeout=120)
-        host.wait_until(lambda: "flood line 1000 " in host.log() or "flood line 1000\n" in host.log(),
-                        "the flood to start")
-        # A host that keeps up drops nothing; stall it (as a CPU-throttled or paused host would be) so that
-        # the worker's bounded buffer fills while the flood goes on, whatever this machine's speed.
-        assert not flood.done(), "the flood ended before the host could be stalled; log more lines"
+        flood = pool.submit(host.get, f"/api/flood?lines=300000&started={started}&gate={gate}&done={done}",
+                            timeout=120)
+        host.wait_until(started.exists, "the flood to start")
+        # A host that keeps up drops nothing; stalled (as a CPU-throttled or paused host would be)
+        # while the function logs all its lines, it cannot read them: the worker's bounded buffer
+        # fills and the rest are dropped, whatever this machine's speed.
         os.kill(host.process.pid, signal.SIGSTOP)
         try:
-            time.sleep(2)
+            gate.touch()
+            deadline = time.monotonic() + 60
+            while not done.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
         finally:
             os.kill(host.process.pid, signal.SIGCONT)
+        assert done.exists(), "the function did not log its lines within 60 s while the host was stalled"
         others = [host.get("/api/pid", timeout=60) for _ in range(3)]
         assert flood.result().status == 200
     assert [r.status for r in others] == [200] * 3

@@ -38,7 +38,17 @@ def late_log(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
 
 @app.route(route="flood", methods=["GET"])
 def flood(req: func.HttpRequest) -> func.HttpResponse:
+    # ?started= is written after the first 1,000 lines, then the rest wait for the file ?gate=
+    # (if given); ?done= is written once every line was logged.
     lines = int(req.params.get("lines", "100000"))
+    started, gate, done = (req.params.get(name) for name in ("started", "gate", "done"))
     for number in range(lines):
+        if number == 1000:
+            if started:
+                open(started, "w").close()
+            while gate and not os.path.exists(gate):
+                time.sleep(0.01)
         logging.info("flood line %d", number)
+    if done:
+        open(done, "w").close()
     return func.HttpResponse(f"logged {lines}")
