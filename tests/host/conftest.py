@@ -19,6 +19,7 @@ from typing import Any
 from collections.abc import Callable, Iterator
 
 import pytest
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -235,7 +236,7 @@ def queue(azurite: Any, name: str) -> QueueClient:
         message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
     try:
         client.create_queue()
-    except Exception:  # already there
+    except ResourceExistsError:
         pass
     return client
 

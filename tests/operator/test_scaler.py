@@ -331,7 +331,7 @@ class ReplicaSampler(PeriodicSampler):
 
 def _deployment_made(shop: Shop) -> bool:
     """The app reconciler has made the production instance's Deployment."""
-    instance = shop.status().get("slots", {}).get("production", {}).get("instance")
+    instance = shop.pointers().get("production")
     return bool(instance) and shop.kubectl("get", "deployment", instance, check=False).returncode == 0
 
 

@@ -188,6 +188,7 @@ class Autoscaler:
         floor = max(s.min_replicas, 1) if has_http or learning else s.min_replicas
         bounded = min(max(desired, floor), s.max_replicas)
         if bounded != desired:
-            reason += "; one pod until a pod reports the functions" if learning and bounded == floor else \
-                f"; bounded to {bounded} (min {floor}, max {s.max_replicas})"
+            why = "one pod until a pod reports the functions" if learning and bounded == floor else \
+                f"bounded to {bounded} (min {floor}, max {s.max_replicas})"
+            reason += f"; {why}"
         return Decision(bounded, function, metric, round(value, 3), mode, reason)
